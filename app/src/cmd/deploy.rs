@@ -1,0 +1,125 @@
+//! `facepipe deploy`: embed a gallery of known people with a model, publish it as a new
+//! deployment version in a registry, mark it current, and serve it (unless `--no-serve`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use facepipe_pipeline::{EngineOptions, FaceEngine};
+use facepipe_serving::enroll::{
+    gallery_from_dataset, gallery_from_photos, is_prepared_dataset, new_bundle,
+};
+use facepipe_serving::{AppState, Live, ModelRef, Recognizer, Registry};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cmd::serve::{serve_blocking, ServiceArgs};
+use crate::common::GlobalArgs;
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The embedding model: a folder written by `facepipe train`, or `pretrained`.
+    #[arg(long, default_value = "pretrained", value_name = "DIR|pretrained")]
+    pub model: String,
+    /// The people to recognise: a prepared dataset (from `facepipe prepare`: its aligned
+    /// crops are embedded) or a folder of `Name/photo.jpg` folders (the largest face of each
+    /// photo is enrolled under the folder's name).
+    #[arg(long, value_name = "DIR")]
+    pub gallery: PathBuf,
+    /// Registry folder to publish into (created if missing).
+    #[arg(long, default_value = "registry", value_name = "DIR")]
+    pub registry: String,
+    /// A name for this deployment, recorded in deployment.json.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Decision threshold (default: the model's calibrated one; 0.6 for `pretrained`).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Only publish the deployment; do not start the service.
+    #[arg(long)]
+    pub no_serve: bool,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let registry = Registry::open(&args.registry)?;
+    let models = global.model_dir()?;
+    let load = args.service.load_options(global)?;
+    let model = if args.model == "pretrained" {
+        ModelRef::pretrained()
+    } else {
+        registry
+            .store_model(std::path::Path::new(&args.model))
+            .with_context(|| format!("storing the model {} in the registry", args.model))?
+    };
+    let recognizer = Recognizer::load(&models, &model, Some(&registry), load.engine.clone(), load.device)
+        .with_context(|| format!("loading the model {}", model.describe()))?;
+    // Gallery photos may be tight, pre-aligned crops: let the engine fall back to the whole
+    // image there (the service itself does not).
+    let gallery_engine = FaceEngine::load(&models, EngineOptions::default())?;
+
+    let bar = if global.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} photos ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("embedding the gallery");
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let built = if is_prepared_dataset(&args.gallery) {
+        gallery_from_dataset(&args.gallery, &recognizer, &progress)
+    } else {
+        gallery_from_photos(&args.gallery, &gallery_engine, &recognizer, &progress)
+    }
+    .with_context(|| format!("building the gallery from {}", args.gallery.display()))?;
+    bar.finish_and_clear();
+    for s in &built.skipped {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+
+    let mut metric = recognizer.metric();
+    if let Some(t) = args.threshold {
+        anyhow::ensure!(t > 0.0, "--threshold must be positive");
+        metric.threshold = t;
+    }
+    let bundle = new_bundle(
+        built.gallery,
+        model,
+        metric,
+        &args.gallery.display().to_string(),
+        args.name.clone(),
+    );
+    let info = registry.publish(bundle.clone())?;
+    println!(
+        "published deployment v{:04} in {}: {} people, {} embeddings ({} photos skipped), model {}, {:?} distance, threshold {}",
+        info.version,
+        registry.version_dir(info.version).display(),
+        info.people,
+        info.embeddings,
+        built.skipped.len(),
+        info.model.describe(),
+        info.metric.distance,
+        info.metric.threshold
+    );
+    if args.no_serve {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut bundle = bundle;
+    bundle.info = info;
+    // Serve with the networks already loaded.
+    let live = Live {
+        info: bundle.info,
+        gallery: bundle.gallery,
+        recognizer: std::sync::Arc::new(recognizer),
+    };
+    let state = AppState::with_live(live, registry, load, args.service.config()?);
+    serve_blocking(state, &args.service)?;
+    Ok(ExitCode::SUCCESS)
+}

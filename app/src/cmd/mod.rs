@@ -1,0 +1,11 @@
+//! One module per subcommand: its clap arguments and a `run` that calls the libraries.
+
+pub mod compare;
+pub mod deploy;
+pub mod evaluate;
+pub mod faces;
+pub mod prepare;
+pub mod score;
+pub mod serve;
+pub mod train;
+pub mod worker;

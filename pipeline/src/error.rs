@@ -1,0 +1,67 @@
+//! The crate's error type, grouped by what a caller can do about it.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- bad input: the caller sent something we cannot use (HTTP 4xx, a failed record) ---
+    /// Bytes that are not a decodable image (empty, truncated, not an image at all).
+    #[error("unreadable image: {reason}")]
+    Unreadable { reason: String },
+    /// An image whose header declares more pixels than the configured limit; refused before decoding.
+    #[error("image too large: {width}x{height} = {pixels} pixels exceeds the limit of {limit} pixels")]
+    TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
+    /// An input file larger than the byte limit.
+    #[error("input too large: {bytes} bytes exceeds the limit of {limit} bytes")]
+    TooManyBytes { bytes: u64, limit: u64 },
+    /// Any other invalid argument or input (bad location, bad option value).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+
+    // --- setup: something must be installed or configured first ---
+    /// The pretrained weights are not where we looked.
+    #[error("pretrained models not found in {dir}: {hint}")]
+    ModelsMissing { dir: PathBuf, hint: String },
+    /// A weights file that exists but does not parse or does not match the expected network.
+    #[error("bad model file {path}: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+
+    // --- not found ---
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    // --- service / environment failures: retrying may help ---
+    #[error("storage error at {location}: {reason}")]
+    Storage { location: String, reason: String },
+    #[error("worker error: {0}")]
+    Worker(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("JSON error in {what}: {source}")]
+    Json { what: String, source: serde_json::Error },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::Json { what: what.into(), source }
+    }
+
+    /// True when the input itself is at fault (bad image, too large): not worth retrying.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreadable { .. }
+                | Error::TooLarge { .. }
+                | Error::TooManyBytes { .. }
+                | Error::Invalid(_)
+        )
+    }
+}

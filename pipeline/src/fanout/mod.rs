@@ -1,0 +1,1 @@
+//! The prepare fan-out: protocol, executors and the worker.

@@ -1,0 +1,310 @@
+//! Storage in an S3 bucket (AWS or any S3-compatible store) with aws-sdk-s3: path-style
+//! addressing, paginated listing, multipart upload for large objects. A single PUT is atomic
+//! on S3, and a multipart upload only becomes visible when it is completed.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+use super::{join_key, BoxFuture, Location, ObjectInfo, Storage, StorageOptions};
+use crate::error::{Error, Result};
+
+/// Objects above this size are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Size of each part of a multipart upload (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+pub struct S3Storage {
+    location: Location,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// The shared AWS configuration: standard environment and profile, region defaulting to
+/// us-east-1, explicit region override.
+pub async fn aws_config(options: &StorageOptions) -> aws_config::SdkConfig {
+    use aws_config::meta::region::RegionProviderChain;
+    use aws_config::Region;
+    let region = match &options.region {
+        Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
+        None => RegionProviderChain::default_provider(),
+    }
+    .or_else(Region::from_static("us-east-1"));
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await
+}
+
+impl S3Storage {
+    /// A client for `location` (must be [`Location::S3`]).
+    pub async fn connect(location: Location, options: &StorageOptions) -> Result<Self> {
+        let Location::S3 { bucket, prefix } = &location else {
+            return Err(Error::Invalid(format!("{location} is not an s3:// location")));
+        };
+        let shared = aws_config(options).await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            // S3-compatible stores differ in which optional checksums they accept.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
+        if let Some(endpoint) = &options.s3_endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(S3Storage {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            location,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        join_key(&self.prefix, key)
+    }
+
+    /// Turn an SDK error into one message a person can act on.
+    fn error<E>(&self, key: &str, err: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let at = self.location.display_key(key);
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_string);
+        match (code.as_deref(), status) {
+            (Some("NoSuchBucket"), _) => Error::Storage {
+                location: at,
+                reason: format!(
+                    "bucket {:?} does not exist: create it first (e.g. `aws s3 mb s3://{}`) or fix the location",
+                    self.bucket, self.bucket
+                ),
+            },
+            (Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"), _)
+            | (_, Some(401 | 403)) => Error::Storage {
+                location: at,
+                reason: format!(
+                    "S3 refused the request ({}): check the credentials (AWS_ACCESS_KEY_ID / \
+                     AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and that they may read and write \
+                     bucket {:?}",
+                    code.as_deref().unwrap_or("HTTP 403"),
+                    self.bucket
+                ),
+            },
+            (Some("NoSuchKey" | "NotFound"), _) | (_, Some(404)) => Error::NotFound(at),
+            _ => match &err {
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::Storage {
+                    location: at,
+                    reason: format!(
+                        "cannot reach S3 ({}): check --s3-endpoint / AWS_ENDPOINT_URL and the network",
+                        DisplayErrorContext(&err)
+                    ),
+                },
+                _ => Error::Storage {
+                    location: at,
+                    reason: DisplayErrorContext(&err).to_string(),
+                },
+            },
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(Error::Storage {
+                location: self.location.display_key(key),
+                reason: "S3 returned no upload id for a multipart upload".into(),
+            });
+        };
+        let result = async {
+            let mut parts = Vec::new();
+            for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
+                let end = (start + PART_SIZE).min(data.len());
+                let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(data.slice(start..end)))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Leave no orphaned parts behind; the object was never visible.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+impl Storage for S3Storage {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Bytes> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            let data = out.body.collect().await.map_err(|e| Error::Storage {
+                location: self.location.display_key(key),
+                reason: format!("reading the object body: {e}"),
+            })?;
+            Ok(data.into_bytes())
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if data.len() > MULTIPART_THRESHOLD {
+                return self.put_multipart(key, data).await;
+            }
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            Ok(())
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<ObjectInfo>> {
+        Box::pin(async move {
+            // Keys are listed under "<location prefix>/<prefix>"; strip the location part.
+            let strip = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
+            let full_prefix = format!("{strip}{prefix}");
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.error(prefix, e))?;
+                for obj in page.contents() {
+                    let Some(key) = obj.key() else { continue };
+                    let Some(rel) = key.strip_prefix(&strip) else { continue };
+                    out.push(ObjectInfo {
+                        key: rel.to_string(),
+                        size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+
+    fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) => match self.error(key, e) {
+                    Error::NotFound(_) => Ok(false),
+                    other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            Ok(())
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match self.client.head_bucket().bucket(&self.bucket).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match self.error("", e) {
+                    // HEAD has no body, so a missing bucket is a bare 404.
+                    Error::NotFound(_) => Error::Storage {
+                        location: self.location.to_string(),
+                        reason: format!(
+                            "bucket {:?} does not exist: create it first (e.g. `aws s3 mb s3://{}`) or fix the location",
+                            self.bucket, self.bucket
+                        ),
+                    },
+                    other => other,
+                }),
+            }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+include!("../training/torch_link.rs");

@@ -1,0 +1,205 @@
+//! One deployment bundle on disk: `deployment.json` (what it is), `gallery.safetensors`
+//! (the embedding matrix, tensor `embeddings`, `[rows, dim]` f32) and `labels.json` (the
+//! people and the person of every row). The model is referenced, not copied per version:
+//! trained artifacts are stored once, content-addressed, under `REGISTRY/models/`.
+
+use std::path::Path;
+
+use facepipe_training::{DistanceKind, Metric};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gallery::Gallery;
+
+pub const DEPLOYMENT_JSON: &str = "deployment.json";
+pub const GALLERY_FILE: &str = "gallery.safetensors";
+pub const LABELS_JSON: &str = "labels.json";
+const EMBEDDINGS_TENSOR: &str = "embeddings";
+
+/// Which network embeds faces for a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelRef {
+    /// The pretrained 128-d network from the face-api weights found at run time.
+    Pretrained { package: String },
+    /// A trained artifact stored in the registry at `models/<sha256>/`.
+    Artifact {
+        /// SHA-256 of `model.safetensors` (and the folder name under `models/`).
+        sha256: String,
+        /// Where it was deployed from, for people reading `deployment.json`.
+        source: String,
+    },
+}
+
+impl ModelRef {
+    pub fn pretrained() -> Self {
+        ModelRef::Pretrained {
+            package: facepipe_pipeline::models::PACKAGE.into(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ModelRef::Pretrained { package } => format!("pretrained ({package})"),
+            ModelRef::Artifact { sha256, source } => {
+                format!("artifact {} from {source}", &sha256[..sha256.len().min(12)])
+            }
+        }
+    }
+}
+
+/// `deployment.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    pub version: u32,
+    /// A name people give the deployment (`facepipe deploy --name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub model: ModelRef,
+    pub metric: Metric,
+    pub embedding_dim: usize,
+    pub people: usize,
+    pub embeddings: usize,
+    /// What the gallery was built from (a path, or the version it was edited from).
+    pub gallery_source: String,
+    /// The version this one was derived from (enroll/delete at run time).
+    pub parent: Option<u32>,
+    /// Why it was published: "deploy", "enroll NAME", "delete NAME".
+    pub reason: String,
+}
+
+/// `labels.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Labels {
+    people: Vec<String>,
+    /// Person index of every gallery row.
+    rows: Vec<u32>,
+    /// Source of every gallery row.
+    sources: Vec<String>,
+}
+
+/// A deployment as published: its description and its gallery.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    pub info: DeploymentInfo,
+    pub gallery: Gallery,
+}
+
+impl Bundle {
+    /// Write the three files into `dir` (which must exist).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let g = &self.gallery;
+        let bytes: Vec<u8> = g.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![g.len(), g.dim()], &bytes)
+            .map_err(|e| Error::Internal(format!("gallery tensor: {e:?}")))?;
+        let path = dir.join(GALLERY_FILE);
+        safetensors::serialize_to_file([(EMBEDDINGS_TENSOR, view)], &None, &path)
+            .map_err(|e| Error::registry(path.display(), e))?;
+        let labels = Labels {
+            people: g.people().to_vec(),
+            rows: g.row_person().to_vec(),
+            sources: g.sources().to_vec(),
+        };
+        write_json(&dir.join(LABELS_JSON), &labels)?;
+        write_json(&dir.join(DEPLOYMENT_JSON), &self.info)
+    }
+
+    /// Read a bundle written by [`Bundle::write`].
+    pub fn read(dir: &Path) -> Result<Self> {
+        let info: DeploymentInfo = read_json(&dir.join(DEPLOYMENT_JSON))?;
+        let labels: Labels = read_json(&dir.join(LABELS_JSON))?;
+        let path = dir.join(GALLERY_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::registry(path.display(), e))?;
+        let tensors = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::registry(path.display(), format!("{e:?}")))?;
+        let t = tensors
+            .tensor(EMBEDDINGS_TENSOR)
+            .map_err(|e| Error::registry(path.display(), format!("{e:?}")))?;
+        if t.dtype() != Dtype::F32 || t.shape().len() != 2 {
+            return Err(Error::registry(
+                path.display(),
+                format!("expected f32 [rows, dim], found {:?} {:?}", t.dtype(), t.shape()),
+            ));
+        }
+        let data: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let dim = t.shape()[1];
+        // Cosine rows were stored normalised; normalising again is harmless.
+        let gallery = Gallery::from_parts(
+            info.metric.distance,
+            dim,
+            labels.people,
+            labels.rows,
+            labels.sources,
+            data,
+        )
+        .map_err(|e| Error::registry(dir.display(), e))?;
+        Ok(Bundle { info, gallery })
+    }
+}
+
+/// Current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::registry(path.display(), e))?;
+    std::fs::write(path, text).map_err(|e| Error::registry(path.display(), e))
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(|e| Error::registry(path.display(), e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::registry(path.display(), e))
+}
+
+/// The default metric of a model when the artifact does not say: the pretrained network's.
+pub fn pretrained_metric() -> Metric {
+    Metric {
+        distance: DistanceKind::Euclidean,
+        threshold: 0.6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gallery = Gallery::empty(DistanceKind::Euclidean, 4);
+        gallery
+            .add("Ada", &[vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 0.0, 0.0, 1.0]], "a.jpg")
+            .unwrap();
+        gallery.add("Bob", &[vec![-1.0, 0.0, 2.0, 0.0]], "b.jpg").unwrap();
+        let info = DeploymentInfo {
+            version: 3,
+            name: Some("test".into()),
+            created: now_rfc3339(),
+            model: ModelRef::pretrained(),
+            metric: pretrained_metric(),
+            embedding_dim: 4,
+            people: 2,
+            embeddings: 3,
+            gallery_source: "test".into(),
+            parent: None,
+            reason: "deploy".into(),
+        };
+        Bundle { info: info.clone(), gallery }.write(dir.path()).unwrap();
+        let back = Bundle::read(dir.path()).unwrap();
+        assert_eq!(back.info, info);
+        assert_eq!(back.gallery.people(), ["Ada", "Bob"]);
+        assert_eq!(back.gallery.row_person(), [0, 0, 1]);
+        assert_eq!(back.gallery.data()[4..8], [0.5, 0.0, 0.0, 1.0]);
+        assert_eq!(back.gallery.sources()[2], "b.jpg");
+    }
+}

@@ -1,0 +1,289 @@
+//! A loaded deployment (its description, gallery and networks) and the questions it
+//! answers: who is in this photo, are these the same person. The HTTP handlers and
+//! `facepipe score --local` both call these functions, so they give the same answers.
+
+use std::sync::Arc;
+
+use facepipe_pipeline::geometry::{BBox, Point};
+use facepipe_pipeline::{image_io, DecodeLimits, EngineOptions, FoundBy, ModelDir};
+use facepipe_training::Metric;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::{now_rfc3339, Bundle, DeploymentInfo};
+use crate::error::{Error, Result};
+use crate::gallery::Gallery;
+use crate::recognizer::Recognizer;
+use crate::registry::Registry;
+
+/// How networks are loaded for a service.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub models: ModelDir,
+    pub engine: EngineOptions,
+    pub device: tch::Device,
+}
+
+impl LoadOptions {
+    /// Service defaults: no whole-frame fallback (a photo without a face has no face).
+    pub fn new(models: ModelDir) -> Self {
+        let engine = EngineOptions {
+            tight_crop_fallback: false,
+            ..EngineOptions::default()
+        };
+        LoadOptions {
+            models,
+            engine,
+            device: tch::Device::Cpu,
+        }
+    }
+}
+
+/// The deployment being served.
+#[derive(Debug)]
+pub struct Live {
+    pub info: DeploymentInfo,
+    pub gallery: Gallery,
+    pub recognizer: Arc<Recognizer>,
+}
+
+/// One candidate in a face's top-k.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Match {
+    pub person: String,
+    pub distance: f32,
+    pub similarity: f32,
+}
+
+/// One face of an identify answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaceResult {
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+    /// Detector confidence.
+    pub score: f32,
+    pub landmarks: Vec<Point>,
+    pub found_by: FoundBy,
+    /// The closest person when within the threshold, else `null` (unknown).
+    pub person: Option<String>,
+    /// Distance and similarity to the closest person (whether or not within the threshold).
+    pub distance: Option<f32>,
+    pub similarity: Option<f32>,
+    /// The closest people, closest first.
+    pub top: Vec<Match>,
+}
+
+/// The answer to "who is in this photo".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Identification {
+    pub deployment: u32,
+    pub width: u32,
+    pub height: u32,
+    pub threshold: f32,
+    pub faces: Vec<FaceResult>,
+}
+
+/// The answer to "are these the same person".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub deployment: u32,
+    pub same: bool,
+    pub distance: f32,
+    pub similarity: f32,
+    pub threshold: f32,
+    /// What the first face was compared with: "image" or the person's name.
+    pub compared_with: String,
+}
+
+/// Similarity in [0, 1] from a distance: 1 for identical, 0.5 exactly at the decision
+/// threshold, 0 at twice the threshold or beyond. One scale for both metrics.
+pub fn similarity(metric: &Metric, distance: f32) -> f32 {
+    if metric.threshold <= 0.0 {
+        return 0.0;
+    }
+    (1.0 - distance / (2.0 * metric.threshold)).clamp(0.0, 1.0)
+}
+
+impl Live {
+    /// Load the registry's current deployment, reusing `previous`'s networks when the
+    /// model is the same (a gallery edit does not reload the networks).
+    pub fn load_current(
+        registry: &Registry,
+        options: &LoadOptions,
+        previous: Option<&Live>,
+    ) -> Result<Live> {
+        let bundle = registry.load_current()?;
+        Live::from_bundle(bundle, registry, options, previous)
+    }
+
+    pub fn from_bundle(
+        bundle: Bundle,
+        registry: &Registry,
+        options: &LoadOptions,
+        previous: Option<&Live>,
+    ) -> Result<Live> {
+        let recognizer = match previous {
+            Some(p) if *p.recognizer.model() == bundle.info.model => p.recognizer.clone(),
+            _ => Arc::new(Recognizer::load(
+                &options.models,
+                &bundle.info.model,
+                Some(registry),
+                options.engine.clone(),
+                options.device,
+            )?),
+        };
+        if recognizer.dim() != bundle.gallery.dim() && !bundle.gallery.is_empty() {
+            return Err(Error::Model(format!(
+                "deployment v{:04} has {}-d embeddings but its model produces {}-d",
+                bundle.info.version,
+                bundle.gallery.dim(),
+                recognizer.dim()
+            )));
+        }
+        Ok(Live {
+            info: bundle.info,
+            gallery: bundle.gallery,
+            recognizer,
+        })
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.info.metric
+    }
+
+    /// Decode (limits checked from the header first) and identify.
+    pub fn identify_bytes(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        top_k: usize,
+    ) -> Result<Identification> {
+        let image = decode(bytes, limits)?;
+        self.identify(&image, top_k)
+    }
+
+    /// Every face in the photo with the closest enrolled people.
+    pub fn identify(&self, image: &RgbImage, top_k: usize) -> Result<Identification> {
+        let metric = self.metric();
+        let faces = self.recognizer.faces_with_embeddings(image)?;
+        let results = faces
+            .into_iter()
+            .map(|(face, embedding)| {
+                let top: Vec<Match> = self
+                    .gallery
+                    .search(&embedding, top_k.max(1))
+                    .into_iter()
+                    .map(|c| Match {
+                        person: self.gallery.people()[c.person].clone(),
+                        distance: c.distance,
+                        similarity: similarity(&metric, c.distance),
+                    })
+                    .collect();
+                let best = top.first();
+                FaceResult {
+                    bbox: face.bbox,
+                    score: face.score,
+                    landmarks: face.landmarks,
+                    found_by: face.found_by,
+                    person: best
+                        .filter(|m| m.distance < metric.threshold)
+                        .map(|m| m.person.clone()),
+                    distance: best.map(|m| m.distance),
+                    similarity: best.map(|m| m.similarity),
+                    top: top.into_iter().take(top_k).collect(),
+                }
+            })
+            .collect();
+        Ok(Identification {
+            deployment: self.info.version,
+            width: image.width(),
+            height: image.height(),
+            threshold: metric.threshold,
+            faces: results,
+        })
+    }
+
+    /// The embedding of the largest face of an encoded photo, or a `NoFace` error.
+    pub fn embed_largest(&self, bytes: &[u8], limits: &DecodeLimits, what: &str) -> Result<Vec<f32>> {
+        let image = decode(bytes, limits)?;
+        match self.recognizer.largest_face(&image)? {
+            Some((_, e)) => Ok(e),
+            None => Err(Error::NoFace(format!("no face found in {what}"))),
+        }
+    }
+
+    /// Compare the largest face of two photos.
+    pub fn verify_images(&self, a: &[u8], b: &[u8], limits: &DecodeLimits) -> Result<Verification> {
+        let ea = self.embed_largest(a, limits, "the first image")?;
+        let eb = self.embed_largest(b, limits, "the second image")?;
+        let metric = self.metric();
+        let distance = metric.distance(&ea, &eb);
+        Ok(self.verification(distance, "image".into()))
+    }
+
+    /// Compare the largest face of a photo with an enrolled person (their closest photo).
+    pub fn verify_person(&self, a: &[u8], person: &str, limits: &DecodeLimits) -> Result<Verification> {
+        let index = self
+            .gallery
+            .person_index(person)
+            .ok_or_else(|| Error::NotFound(format!("nobody called {person:?} is enrolled")))?;
+        let ea = self.embed_largest(a, limits, "the image")?;
+        let distance = self
+            .gallery
+            .search(&ea, self.gallery.people().len())
+            .into_iter()
+            .find(|c| c.person == index)
+            .map(|c| c.distance)
+            .unwrap_or(f32::INFINITY);
+        Ok(self.verification(distance, person.to_string()))
+    }
+
+    fn verification(&self, distance: f32, compared_with: String) -> Verification {
+        let metric = self.metric();
+        Verification {
+            deployment: self.info.version,
+            same: distance < metric.threshold,
+            distance,
+            similarity: similarity(&metric, distance),
+            threshold: metric.threshold,
+            compared_with,
+        }
+    }
+
+    /// A new bundle with `embeddings` added to `person` (not yet published).
+    pub fn bundle_with(&self, person: &str, embeddings: &[Vec<f32>], source: &str) -> Result<Bundle> {
+        let mut gallery = self.gallery.clone();
+        gallery.add(person, embeddings, source)?;
+        Ok(self.derived(gallery, format!("enroll {person}")))
+    }
+
+    /// A new bundle without `person`; `NotFound` when they are not enrolled.
+    pub fn bundle_without(&self, person: &str) -> Result<Bundle> {
+        let gallery = self
+            .gallery
+            .without(person)
+            .ok_or_else(|| Error::NotFound(format!("nobody called {person:?} is enrolled")))?;
+        Ok(self.derived(gallery, format!("delete {person}")))
+    }
+
+    fn derived(&self, gallery: Gallery, reason: String) -> Bundle {
+        let mut info = self.info.clone();
+        info.parent = Some(self.info.version);
+        info.created = now_rfc3339();
+        info.people = gallery.people().len();
+        info.embeddings = gallery.len();
+        info.gallery_source = format!("v{:04}", self.info.version);
+        info.reason = reason;
+        Bundle { info, gallery }
+    }
+}
+
+/// Decode with the pipeline's limits, refusing empty bodies with a clear message.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(Error::BadImage(
+            "the upload is empty: send a JPEG, PNG, GIF, BMP, WebP or TIFF image".into(),
+        ));
+    }
+    Ok(image_io::decode(bytes, limits)?)
+}

@@ -1,0 +1,36 @@
+//! Helpers for the end-to-end tests: locate the built `facepipe` binary, the bundled fixtures
+//! and the shared sample data, and run commands in a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Test photos committed with the project (see tests/fixtures/ATTRIBUTION.md).
+pub fn fixtures() -> PathBuf {
+    workspace_root().join("tests").join("fixtures")
+}
+
+/// The shared sample data beside the checkout (`../shared/data/faces`), or `$FACEPIPE_SAMPLE_DATA`.
+pub fn sample_data() -> PathBuf {
+    std::env::var_os("FACEPIPE_SAMPLE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("data").join("faces"))
+}
+
+/// The `facepipe` binary built next to the test binaries.
+pub fn facepipe_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/facepipe
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("facepipe")
+}

@@ -1,0 +1,290 @@
+//! Training-time augmentation and input normalisation of aligned face crops.
+//!
+//! One pass per image: an inverse affine map (flip, scale and translation jitter, resize to the
+//! network's input size) sampled bilinearly, then colour jitter (brightness, contrast,
+//! saturation), optional greyscale, and the per-channel normalisation the architecture wants.
+//! The output is a CHW `f32` buffer ready to be stacked into an `N×3×H×W` batch. Everything
+//! is driven by a caller-provided RNG so a (seed, epoch, sample) triple always gives the
+//! same pixels, whichever rayon thread runs it.
+
+use image::RgbImage;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub use crate::preprocess::InputSpec;
+
+impl InputSpec {
+    /// MobileFaceNet / ArcFace convention: 112×112, `(x − 127.5) / 128`.
+    pub fn mobilefacenet() -> Self {
+        Self {
+            size: crate::mobilefacenet::INPUT_SIZE,
+            mean: [127.5; 3],
+            std: [128.0; 3],
+        }
+    }
+
+    /// Number of `f32` values of one CHW image.
+    pub fn chw_len(&self) -> usize {
+        3 * (self.size as usize) * (self.size as usize)
+    }
+}
+
+/// Random augmentations and their strengths. `AugmentConfig::none()` leaves the crop as is
+/// (only resized and normalised): that is what validation and evaluation use.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Probability of a horizontal flip.
+    pub flip: f32,
+    /// Zoom factor drawn uniformly in `[1 − scale, 1 + scale]`.
+    pub scale: f32,
+    /// Shift drawn uniformly in `[−translate, translate]` of the side, per axis.
+    pub translate: f32,
+    /// Brightness factor drawn in `[1 − b, 1 + b]`.
+    pub brightness: f32,
+    /// Contrast factor drawn in `[1 − c, 1 + c]` (blend with the mean grey level).
+    pub contrast: f32,
+    /// Saturation factor drawn in `[1 − s, 1 + s]` (blend with the pixel's grey level).
+    pub saturation: f32,
+    /// Probability of turning the image grey.
+    pub greyscale: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            flip: 0.5,
+            scale: 0.08,
+            translate: 0.06,
+            brightness: 0.25,
+            contrast: 0.25,
+            saturation: 0.25,
+            greyscale: 0.1,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        Self {
+            flip: 0.0,
+            scale: 0.0,
+            translate: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            greyscale: 0.0,
+        }
+    }
+}
+
+/// The random draws for one image, kept apart so tests can pin them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    pub flip: bool,
+    pub zoom: f32,
+    pub shift: (f32, f32),
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub grey: bool,
+}
+
+impl Draw {
+    /// The identity draw (no change).
+    pub fn identity() -> Self {
+        Self {
+            flip: false,
+            zoom: 1.0,
+            shift: (0.0, 0.0),
+            brightness: 1.0,
+            contrast: 1.0,
+            saturation: 1.0,
+            grey: false,
+        }
+    }
+
+    /// Draw every parameter from `cfg` with `rng`.
+    pub fn sample<R: Rng + ?Sized>(cfg: &AugmentConfig, rng: &mut R) -> Self {
+        let mut sym = |r: f32| {
+            if r > 0.0 {
+                rng.random_range(-r..=r)
+            } else {
+                0.0
+            }
+        };
+        let zoom = 1.0 + sym(cfg.scale);
+        let shift = (sym(cfg.translate), sym(cfg.translate));
+        let brightness = 1.0 + sym(cfg.brightness);
+        let contrast = 1.0 + sym(cfg.contrast);
+        let saturation = 1.0 + sym(cfg.saturation);
+        let flip = cfg.flip > 0.0 && rng.random::<f32>() < cfg.flip;
+        let grey = cfg.greyscale > 0.0 && rng.random::<f32>() < cfg.greyscale;
+        Self {
+            flip,
+            zoom,
+            shift,
+            brightness,
+            contrast,
+            saturation,
+            grey,
+        }
+    }
+}
+
+/// Write `src` augmented by `draw` and normalised by `spec` into `out` (CHW, `spec.chw_len()`).
+///
+/// # Panics
+/// If `out.len() != spec.chw_len()` (a programming error, not an input error).
+pub fn render(src: &RgbImage, spec: &InputSpec, draw: &Draw, out: &mut [f32]) {
+    assert_eq!(out.len(), spec.chw_len(), "output buffer size");
+    let s = spec.size as usize;
+    let plane = s * s;
+    let (sw, sh) = (src.width() as f32, src.height() as f32);
+    if sw < 1.0 || sh < 1.0 {
+        out.fill(0.0);
+        return;
+    }
+    // Output pixel centre (u, v) maps to source (x, y): centre, undo zoom, shift, resize.
+    let step_x = sw / (s as f32 * draw.zoom);
+    let step_y = sh / (s as f32 * draw.zoom);
+    let cx = sw / 2.0 - draw.shift.0 * sw;
+    let cy = sh / 2.0 - draw.shift.1 * sh;
+    let half = s as f32 / 2.0;
+    let raw = src.as_raw();
+    let w = src.width() as usize;
+    let (max_x, max_y) = (sw - 1.0, sh - 1.0);
+    let mut sum_grey = 0.0f64;
+    for v in 0..s {
+        let y = (cy + (v as f32 + 0.5 - half) * step_y - 0.5).clamp(0.0, max_y);
+        let y0 = y.floor() as usize;
+        let y1 = (y0 + 1).min(max_y as usize);
+        let fy = y - y0 as f32;
+        for u in 0..s {
+            let uu = if draw.flip { s - 1 - u } else { u };
+            let x = (cx + (uu as f32 + 0.5 - half) * step_x - 0.5).clamp(0.0, max_x);
+            let x0 = x.floor() as usize;
+            let x1 = (x0 + 1).min(max_x as usize);
+            let fx = x - x0 as f32;
+            let mut px = [0f32; 3];
+            for (c, p) in px.iter_mut().enumerate() {
+                let a = raw[(y0 * w + x0) * 3 + c] as f32;
+                let b = raw[(y0 * w + x1) * 3 + c] as f32;
+                let d = raw[(y1 * w + x0) * 3 + c] as f32;
+                let e = raw[(y1 * w + x1) * 3 + c] as f32;
+                let top = a + (b - a) * fx;
+                let bot = d + (e - d) * fx;
+                *p = (top + (bot - top) * fy) * draw.brightness;
+            }
+            let grey = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+            sum_grey += grey as f64;
+            let i = v * s + u;
+            for (c, p) in px.iter().enumerate() {
+                out[c * plane + i] = if draw.grey {
+                    grey
+                } else {
+                    grey + (p - grey) * draw.saturation
+                };
+            }
+        }
+    }
+    // Contrast blends towards the image's mean grey level; then clamp and normalise.
+    let mean = (sum_grey / plane as f64) as f32;
+    for c in 0..3 {
+        let (m, sd) = (spec.mean[c], spec.std[c]);
+        for x in &mut out[c * plane..(c + 1) * plane] {
+            let val = (mean + (*x - mean) * draw.contrast).clamp(0.0, 255.0);
+            *x = (val - m) / sd;
+        }
+    }
+}
+
+/// Convenience: draw from `cfg` and render into a fresh buffer.
+pub fn augment<R: Rng + ?Sized>(
+    src: &RgbImage,
+    spec: &InputSpec,
+    cfg: &AugmentConfig,
+    rng: &mut R,
+) -> Vec<f32> {
+    let draw = Draw::sample(cfg, rng);
+    let mut out = vec![0f32; spec.chw_len()];
+    render(src, spec, &draw, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 200])
+        })
+    }
+
+    #[test]
+    fn identity_draw_at_same_size_reproduces_the_pixels() {
+        let img = gradient(112, 112);
+        let spec = InputSpec {
+            size: 112,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let mut out = vec![0f32; spec.chw_len()];
+        render(&img, &spec, &Draw::identity(), &mut out);
+        for (i, p) in img.pixels().enumerate() {
+            for c in 0..3 {
+                assert!((out[c * 112 * 112 + i] - p[c] as f32).abs() < 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn flip_mirrors_columns() {
+        let img = gradient(64, 64);
+        let spec = InputSpec {
+            size: 64,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let mut plain = vec![0f32; spec.chw_len()];
+        let mut flipped = vec![0f32; spec.chw_len()];
+        render(&img, &spec, &Draw::identity(), &mut plain);
+        let draw = Draw {
+            flip: true,
+            ..Draw::identity()
+        };
+        render(&img, &spec, &draw, &mut flipped);
+        for v in 0..64 {
+            for u in 0..64 {
+                assert_eq!(plain[v * 64 + u], flipped[v * 64 + 63 - u]);
+            }
+        }
+    }
+
+    #[test]
+    fn greyscale_makes_channels_equal() {
+        let img = gradient(150, 150);
+        let spec = InputSpec::mobilefacenet();
+        let mut out = vec![0f32; spec.chw_len()];
+        let draw = Draw {
+            grey: true,
+            ..Draw::identity()
+        };
+        render(&img, &spec, &draw, &mut out);
+        let plane = 112 * 112;
+        for i in 0..plane {
+            assert_eq!(out[i], out[plane + i]);
+            assert_eq!(out[i], out[2 * plane + i]);
+        }
+    }
+
+    #[test]
+    fn seeded_draws_repeat() {
+        let cfg = AugmentConfig::default();
+        let a = Draw::sample(&cfg, &mut rand::rngs::StdRng::seed_from_u64(7));
+        let b = Draw::sample(&cfg, &mut rand::rngs::StdRng::seed_from_u64(7));
+        assert_eq!(a, b);
+    }
+}
