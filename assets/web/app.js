@@ -103,6 +103,28 @@ function draw() {
       : `unknown` + (best ? ` — closest: ${best.person}, similarity ${percent(best.similarity)}` : "");
     list.appendChild(li);
   });
+  separateLabels();
+}
+
+function overlaps(a, b) {
+  return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+}
+
+// Neighbouring faces (or a small screen) can make labels collide: move a label under its
+// box when it would cover one already placed.
+function separateLabels() {
+  const placed = [];
+  const labels = Array.from(boxes.querySelectorAll(".label")).sort(
+    (a, b) => a.getBoundingClientRect().left - b.getBoundingClientRect().left
+  );
+  for (const label of labels) {
+    let rect = label.getBoundingClientRect();
+    if (placed.some((p) => overlaps(p, rect))) {
+      label.parentElement.classList.toggle("low");
+      rect = label.getBoundingClientRect();
+    }
+    placed.push(rect);
+  }
 }
 
 fileInput.addEventListener("change", () => {

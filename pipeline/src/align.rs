@@ -21,7 +21,7 @@ pub const CROP_SIZE: u32 = 150;
 /// Padding of the dlib chip around the template, as a fraction of the template size.
 pub const CHIP_PADDING: f64 = 0.25;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alignment {
     /// Rotation-corrected dlib-style chip: similarity transform to a canonical template, 25 % padding.

@@ -27,6 +27,9 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Smallest accepted width and height: below this no face can be found or aligned.
+pub const MIN_SIDE: u32 = 8;
+
 fn unreadable(reason: impl std::fmt::Display) -> Error {
     Error::Unreadable {
         reason: reason.to_string(),
@@ -53,6 +56,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             "not a recognised image format (expected JPEG, PNG, GIF, BMP, WebP, TIFF or PNM)",
         ));
     };
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(unreadable(
+            "truncated JPEG: the last scan has no end-of-image marker",
+        ));
+    }
+    // Read the header without limits: the pixel limit below is the check that says why.
+    let mut reader = reader;
+    reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, format))?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
@@ -64,8 +75,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             limit: limits.max_pixels,
         });
     }
-    if pixels == 0 {
-        return Err(unreadable(format!("{format:?} image of {width}x{height} pixels")));
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(Error::Invalid(format!(
+            "{format:?} image of {width}x{height} pixels is too small to hold a face \
+             (at least {MIN_SIDE}x{MIN_SIDE})"
+        )));
     }
     // Second guard: the decoder itself refuses allocations beyond what the pixel limit
     // allows (16-bit RGBA is 8 bytes a pixel), whatever the header said.
@@ -82,6 +96,17 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         img.apply_orientation(o);
     }
     Ok(img.into_rgb8())
+}
+
+/// A JPEG whose last start-of-scan marker is followed by an end-of-image marker. Inside
+/// entropy-coded data 0xFF is always stuffed (0xFF00), so marker pairs cannot appear by
+/// chance; an embedded EXIF thumbnail has its own scan and EOI earlier in the file.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(pos) => bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 fn map_image_error(e: ImageError, format: image::ImageFormat) -> Error {

@@ -29,7 +29,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
@@ -43,10 +47,16 @@ fn main() {
         }
     }
     let dim = 128;
-    let metric = Metric { distance: DistanceKind::Euclidean, threshold: 0.6 };
+    let metric = Metric {
+        distance: DistanceKind::Euclidean,
+        threshold: 0.6,
+    };
     let threads = rayon::current_num_threads();
     let mut results = Vec::new();
-    println!("{:>9}  {:>12}  {:>12}  {:>8}  {:>10}", "rows", "fast ms p50", "naive ms p50", "speed-up", "MiB");
+    println!(
+        "{:>9}  {:>12}  {:>12}  {:>8}  {:>10}",
+        "rows", "fast ms p50", "naive ms p50", "speed-up", "MiB"
+    );
     for &n in &sizes {
         let mut next = xorshift(n as u64);
         let before = rss_bytes();
@@ -55,11 +65,24 @@ fn main() {
         let people: Vec<String> = (0..n).map(|i| format!("person_{i:07}")).collect();
         let rows: Vec<u32> = (0..n as u32).collect();
         let sources = vec![String::new(); n];
-        let gallery = Gallery::from_parts(DistanceKind::Euclidean, dim, people, rows, sources, data).unwrap();
+        let gallery =
+            Gallery::from_parts(DistanceKind::Euclidean, dim, people, rows, sources, data).unwrap();
         let rss = rss_bytes().saturating_sub(before);
         let queries: Vec<Vec<f32>> = (0..5).map(|_| (0..dim).map(|_| next()).collect()).collect();
-        let reps = if n >= 1_000_000 { 21 } else if n >= 100_000 { 51 } else { 201 };
-        let naive_reps = if n >= 1_000_000 { 3 } else if n >= 100_000 { 7 } else { 51 };
+        let reps = if n >= 1_000_000 {
+            21
+        } else if n >= 100_000 {
+            51
+        } else {
+            201
+        };
+        let naive_reps = if n >= 1_000_000 {
+            3
+        } else if n >= 100_000 {
+            7
+        } else {
+            51
+        };
         // Warm up (page in the matrix, spin up the pool).
         let _ = gallery.search(&queries[0], 5);
         let mut fast = Vec::new();
@@ -89,5 +112,8 @@ fn main() {
             "rss_bytes_with_names": rss,
         }));
     }
-    println!("{}", serde_json::json!({ "gallery_search": results, "threads": threads }));
+    println!(
+        "{}",
+        serde_json::json!({ "gallery_search": results, "threads": threads })
+    );
 }

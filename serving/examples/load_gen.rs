@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -23,7 +25,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn resized(bytes: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let img = image::load_from_memory(bytes).expect("the photo must decode").to_rgb8();
+    let img = image::load_from_memory(bytes)
+        .expect("the photo must decode")
+        .to_rgb8();
     let (iw, ih) = img.dimensions();
     // Largest centred crop with the target aspect ratio.
     let (cw, ch) = if iw as u64 * h as u64 > ih as u64 * w as u64 {
@@ -51,13 +55,21 @@ async fn main() {
     let mut photo = std::fs::read(&args[2]).expect("reading the photo");
     if let Some(size) = arg(&args, "--resize") {
         let (w, h) = size.split_once('x').expect("--resize WxH");
-        photo = resized(&photo, w.parse().expect("width"), h.parse().expect("height"));
+        photo = resized(
+            &photo,
+            w.parse().expect("width"),
+            h.parse().expect("height"),
+        );
         if let Some(path) = arg(&args, "--save") {
             std::fs::write(path, &photo).expect("saving the resized photo");
         }
     }
-    let concurrency: usize = arg(&args, "--concurrency").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let seconds: f64 = arg(&args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let concurrency: usize = arg(&args, "--concurrency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let seconds: f64 = arg(&args, "--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
     let photo = Arc::new(photo);
     let client = reqwest::Client::new();
     // One warm-up request (and a check that the photo has exactly one face).

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
+};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -88,9 +90,19 @@ impl AppState {
         Ok(AppState::with_live(live, registry, load, config))
     }
 
-    pub fn with_live(live: Live, registry: Registry, load: LoadOptions, config: ServiceConfig) -> Arc<Self> {
+    pub fn with_live(
+        live: Live,
+        registry: Registry,
+        load: LoadOptions,
+        config: ServiceConfig,
+    ) -> Arc<Self> {
         let metrics = Metrics::default();
-        metrics.set_deployment(live.info.version, live.gallery.people().len(), live.gallery.len(), false);
+        metrics.set_deployment(
+            live.info.version,
+            live.gallery.people().len(),
+            live.gallery.len(),
+            false,
+        );
         Arc::new(AppState {
             live: ArcSwap::from_pointee(live),
             registry,
@@ -120,8 +132,12 @@ impl AppState {
 
     /// Make `live` the served deployment; requests already running keep the old one.
     pub fn swap(&self, live: Live) {
-        self.metrics
-            .set_deployment(live.info.version, live.gallery.people().len(), live.gallery.len(), true);
+        self.metrics.set_deployment(
+            live.info.version,
+            live.gallery.people().len(),
+            live.gallery.len(),
+            true,
+        );
         tracing::info!(
             version = live.info.version,
             people = live.gallery.people().len(),
@@ -174,12 +190,19 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), timeout_and_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            timeout_and_metrics,
+        ))
         .with_state(state)
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not_found", "no such route: see /openapi.json")
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route: see /openapi.json",
+    )
 }
 
 async fn method_not_allowed() -> Response {
@@ -191,7 +214,11 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Bound every request's time and record its latency and status.
-async fn timeout_and_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn timeout_and_metrics(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -203,9 +230,11 @@ async fn timeout_and_metrics(State(state): State<Arc<AppState>>, req: Request, n
         Ok(r) => r,
         Err(_) => Error::Timeout(limit).into_response(),
     };
-    state
-        .metrics
-        .record_request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.record_request(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -224,7 +253,10 @@ async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match presented {
         None => {
@@ -271,7 +303,9 @@ async fn read_upload(req: Request) -> Result<Upload> {
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let mut upload = Upload::default();
     if !is_multipart {
-        let body = Bytes::from_request(req, &()).await.map_err(|r| rejection(r.status(), r.body_text()))?;
+        let body = Bytes::from_request(req, &())
+            .await
+            .map_err(|r| rejection(r.status(), r.body_text()))?;
         upload.images.push(("image".into(), body));
         return Ok(upload);
     }
@@ -279,13 +313,21 @@ async fn read_upload(req: Request) -> Result<Upload> {
         .await
         .map_err(|r| rejection(r.status(), r.body_text()))?;
     loop {
-        let field = form.next_field().await.map_err(|e| rejection(e.status(), e.body_text()))?;
+        let field = form
+            .next_field()
+            .await
+            .map_err(|e| rejection(e.status(), e.body_text()))?;
         let Some(field) = field else { break };
         let name = field.name().unwrap_or("image").to_string();
         let is_file = field.file_name().is_some()
-            || field.content_type().is_some_and(|c| !c.starts_with("text/"))
+            || field
+                .content_type()
+                .is_some_and(|c| !c.starts_with("text/"))
             || name.starts_with("image");
-        let bytes = field.bytes().await.map_err(|e| rejection(e.status(), e.body_text()))?;
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| rejection(e.status(), e.body_text()))?;
         if is_file {
             upload.images.push((name, bytes));
         } else {
@@ -300,7 +342,9 @@ async fn read_upload(req: Request) -> Result<Upload> {
 /// Map a framework rejection (body too large, malformed multipart) to our error.
 fn rejection(status: StatusCode, text: String) -> Error {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        Error::TooLarge(format!("the request body is larger than the service accepts: {text}"))
+        Error::TooLarge(format!(
+            "the request body is larger than the service accepts: {text}"
+        ))
     } else {
         Error::BadRequest(text)
     }
@@ -336,22 +380,27 @@ async fn identify(
         .image("image")
         .or_else(|| upload.images.first().map(|(_, b)| b))
         .cloned()
-        .ok_or_else(|| Error::BadRequest("send the photo as the multipart field `image` or as the request body".into()))?;
+        .ok_or_else(|| {
+            Error::BadRequest(
+                "send the photo as the multipart field `image` or as the request body".into(),
+            )
+        })?;
     let live = state.live();
     let limits = state.config.limits.clone();
     let answer = blocking(move || live.identify_bytes(&bytes, &limits, top_k)).await?;
     let known = answer.faces.iter().filter(|f| f.person.is_some()).count();
-    state.metrics.record_faces(known, answer.faces.len() - known);
+    state
+        .metrics
+        .record_faces(known, answer.faces.len() - known);
     Ok(Json(answer))
 }
 
 fn parse_identify_query(q: &HashMap<String, String>) -> Result<IdentifyQuery> {
     let top_k = match q.get("top_k") {
         None => None,
-        Some(v) => Some(
-            v.parse::<usize>()
-                .map_err(|_| Error::BadRequest(format!("top_k must be a positive integer, not {v:?}")))?,
-        ),
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            Error::BadRequest(format!("top_k must be a positive integer, not {v:?}"))
+        })?),
     };
     Ok(IdentifyQuery { top_k })
 }
@@ -362,7 +411,11 @@ async fn verify(
     req: Request,
 ) -> Result<Json<Verification>> {
     let upload = read_upload(req).await?;
-    let person = upload.fields.get("person").or_else(|| q.get("person")).cloned();
+    let person = upload
+        .fields
+        .get("person")
+        .or_else(|| q.get("person"))
+        .cloned();
     let live = state.live();
     let limits = state.config.limits.clone();
     let first = upload
@@ -404,7 +457,10 @@ async fn people(State(state): State<Arc<AppState>>) -> Json<People> {
         .people()
         .iter()
         .zip(counts)
-        .map(|(name, faces)| Person { name: name.clone(), faces })
+        .map(|(name, faces)| Person {
+            name: name.clone(),
+            faces,
+        })
         .collect();
     Json(People {
         deployment: live.info.version,
@@ -423,7 +479,11 @@ pub struct Edited {
 
 fn check_name(name: &str) -> Result<()> {
     let trimmed = name.trim();
-    if trimmed.is_empty() || name.len() > 200 || name.chars().any(char::is_control) || trimmed != name {
+    if trimmed.is_empty()
+        || name.len() > 200
+        || name.chars().any(char::is_control)
+        || trimmed != name
+    {
         return Err(Error::BadRequest(
             "a person's name must be 1 to 200 characters, without control characters or surrounding spaces".into(),
         ));
@@ -439,7 +499,9 @@ async fn enroll(
     check_name(&name)?;
     let upload = read_upload(req).await?;
     if upload.images.is_empty() {
-        return Err(Error::BadRequest("send one or more photos as multipart fields `image`".into()));
+        return Err(Error::BadRequest(
+            "send one or more photos as multipart fields `image`".into(),
+        ));
     }
     let _guard = state.edit_lock.lock().await;
     let st = state.clone();
@@ -447,7 +509,11 @@ async fn enroll(
         let live = st.live();
         let mut embeddings = Vec::with_capacity(upload.images.len());
         for (i, (_, bytes)) in upload.images.iter().enumerate() {
-            embeddings.push(live.embed_largest(bytes, &st.config.limits, &format!("photo #{}", i + 1))?);
+            embeddings.push(live.embed_largest(
+                bytes,
+                &st.config.limits,
+                &format!("photo #{}", i + 1),
+            )?);
         }
         let bundle = live.bundle_with(&name, &embeddings, "api upload")?;
         let info = st.registry.publish(bundle.clone())?;
@@ -465,7 +531,10 @@ async fn enroll(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn remove_person(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Edited>> {
+async fn remove_person(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Edited>> {
     let _guard = state.edit_lock.lock().await;
     let st = state.clone();
     let edited = blocking(move || {
@@ -509,7 +578,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -519,6 +591,9 @@ pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
 
 async fn openapi() -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     (headers, Body::from(OPENAPI_JSON)).into_response()
 }

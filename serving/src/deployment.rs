@@ -121,7 +121,11 @@ impl Bundle {
         if t.dtype() != Dtype::F32 || t.shape().len() != 2 {
             return Err(Error::registry(
                 path.display(),
-                format!("expected f32 [rows, dim], found {:?} {:?}", t.dtype(), t.shape()),
+                format!(
+                    "expected f32 [rows, dim], found {:?} {:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
             ));
         }
         let data: Vec<f32> = t
@@ -178,9 +182,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut gallery = Gallery::empty(DistanceKind::Euclidean, 4);
         gallery
-            .add("Ada", &[vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 0.0, 0.0, 1.0]], "a.jpg")
+            .add(
+                "Ada",
+                &[vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 0.0, 0.0, 1.0]],
+                "a.jpg",
+            )
             .unwrap();
-        gallery.add("Bob", &[vec![-1.0, 0.0, 2.0, 0.0]], "b.jpg").unwrap();
+        gallery
+            .add("Bob", &[vec![-1.0, 0.0, 2.0, 0.0]], "b.jpg")
+            .unwrap();
         let info = DeploymentInfo {
             version: 3,
             name: Some("test".into()),
@@ -194,7 +204,12 @@ mod tests {
             parent: None,
             reason: "deploy".into(),
         };
-        Bundle { info: info.clone(), gallery }.write(dir.path()).unwrap();
+        Bundle {
+            info: info.clone(),
+            gallery,
+        }
+        .write(dir.path())
+        .unwrap();
         let back = Bundle::read(dir.path()).unwrap();
         assert_eq!(back.info, info);
         assert_eq!(back.gallery.people(), ["Ada", "Bob"]);

@@ -51,7 +51,11 @@ pub fn list_photos(root: &Path) -> Result<Vec<(String, PathBuf)>> {
         if !person.is_dir() {
             continue;
         }
-        let Some(name) = person.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(name) = person
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         for photo in read(&person)? {

@@ -342,8 +342,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
+        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -405,7 +405,8 @@ mod tests {
     fn an_enrolled_row_is_found_at_distance_zero() {
         let mut g = gallery(DistanceKind::Euclidean, 100, 128);
         let e = pseudo_random(128, 1234);
-        g.add("new person", std::slice::from_ref(&e), "test").unwrap();
+        g.add("new person", std::slice::from_ref(&e), "test")
+            .unwrap();
         let top = g.search(&e, 3);
         assert_eq!(g.people()[top[0].person], "new person");
         assert!(top[0].distance < 1e-3);

@@ -204,7 +204,12 @@ impl Live {
     }
 
     /// The embedding of the largest face of an encoded photo, or a `NoFace` error.
-    pub fn embed_largest(&self, bytes: &[u8], limits: &DecodeLimits, what: &str) -> Result<Vec<f32>> {
+    pub fn embed_largest(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        what: &str,
+    ) -> Result<Vec<f32>> {
         let image = decode(bytes, limits)?;
         match self.recognizer.largest_face(&image)? {
             Some((_, e)) => Ok(e),
@@ -222,7 +227,12 @@ impl Live {
     }
 
     /// Compare the largest face of a photo with an enrolled person (their closest photo).
-    pub fn verify_person(&self, a: &[u8], person: &str, limits: &DecodeLimits) -> Result<Verification> {
+    pub fn verify_person(
+        &self,
+        a: &[u8],
+        person: &str,
+        limits: &DecodeLimits,
+    ) -> Result<Verification> {
         let index = self
             .gallery
             .person_index(person)
@@ -251,7 +261,12 @@ impl Live {
     }
 
     /// A new bundle with `embeddings` added to `person` (not yet published).
-    pub fn bundle_with(&self, person: &str, embeddings: &[Vec<f32>], source: &str) -> Result<Bundle> {
+    pub fn bundle_with(
+        &self,
+        person: &str,
+        embeddings: &[Vec<f32>],
+        source: &str,
+    ) -> Result<Bundle> {
         let mut gallery = self.gallery.clone();
         gallery.add(person, embeddings, source)?;
         Ok(self.derived(gallery, format!("enroll {person}")))

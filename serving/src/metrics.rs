@@ -45,8 +45,16 @@ impl Histogram {
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -119,7 +127,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.with(|m| {
             let mut out = String::new();
-            out.push_str("# HELP facepipe_http_requests_total HTTP requests by route and status.\n");
+            out.push_str(
+                "# HELP facepipe_http_requests_total HTTP requests by route and status.\n",
+            );
             out.push_str("# TYPE facepipe_http_requests_total counter\n");
             for ((route, status), n) in &m.requests {
                 let _ = writeln!(
@@ -127,7 +137,9 @@ impl Metrics {
                     "facepipe_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
                 );
             }
-            out.push_str("# HELP facepipe_http_request_duration_seconds Request latency by route.\n");
+            out.push_str(
+                "# HELP facepipe_http_request_duration_seconds Request latency by route.\n",
+            );
             out.push_str("# TYPE facepipe_http_request_duration_seconds histogram\n");
             for (route, h) in &m.latency {
                 h.write(
@@ -142,16 +154,34 @@ impl Metrics {
                 .clone()
                 .unwrap_or_else(|| Histogram::new(&FACE_BUCKETS))
                 .write(&mut out, "facepipe_faces_per_request", "");
-            out.push_str("# HELP facepipe_faces_total Faces answered, by whether a person matched.\n");
+            out.push_str(
+                "# HELP facepipe_faces_total Faces answered, by whether a person matched.\n",
+            );
             out.push_str("# TYPE facepipe_faces_total counter\n");
-            let _ = writeln!(out, "facepipe_faces_total{{result=\"known\"}} {}", m.faces_known);
-            let _ = writeln!(out, "facepipe_faces_total{{result=\"unknown\"}} {}", m.faces_unknown);
+            let _ = writeln!(
+                out,
+                "facepipe_faces_total{{result=\"known\"}} {}",
+                m.faces_known
+            );
+            let _ = writeln!(
+                out,
+                "facepipe_faces_total{{result=\"unknown\"}} {}",
+                m.faces_unknown
+            );
             let total = m.faces_known + m.faces_unknown;
-            let rate = if total == 0 { 0.0 } else { m.faces_unknown as f64 / total as f64 };
-            out.push_str("# HELP facepipe_unknown_rate Share of faces matched to nobody since start.\n");
+            let rate = if total == 0 {
+                0.0
+            } else {
+                m.faces_unknown as f64 / total as f64
+            };
+            out.push_str(
+                "# HELP facepipe_unknown_rate Share of faces matched to nobody since start.\n",
+            );
             out.push_str("# TYPE facepipe_unknown_rate gauge\n");
             let _ = writeln!(out, "facepipe_unknown_rate {rate}");
-            out.push_str("# HELP facepipe_deployment_version The deployment version being served.\n");
+            out.push_str(
+                "# HELP facepipe_deployment_version The deployment version being served.\n",
+            );
             out.push_str("# TYPE facepipe_deployment_version gauge\n");
             let _ = writeln!(out, "facepipe_deployment_version {}", m.deployment_version);
             out.push_str("# HELP facepipe_gallery_people People in the served gallery.\n");
@@ -160,7 +190,9 @@ impl Metrics {
             out.push_str("# HELP facepipe_gallery_embeddings Embeddings in the served gallery.\n");
             out.push_str("# TYPE facepipe_gallery_embeddings gauge\n");
             let _ = writeln!(out, "facepipe_gallery_embeddings {}", m.embeddings);
-            out.push_str("# HELP facepipe_deployment_swaps_total Deployments swapped in since start.\n");
+            out.push_str(
+                "# HELP facepipe_deployment_swaps_total Deployments swapped in since start.\n",
+            );
             out.push_str("# TYPE facepipe_deployment_swaps_total counter\n");
             let _ = writeln!(out, "facepipe_deployment_swaps_total {}", m.swaps);
             out
@@ -180,7 +212,9 @@ mod tests {
         m.record_faces(1, 1);
         m.set_deployment(7, 3, 9, true);
         let text = m.render();
-        assert!(text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"200\"} 2"));
+        assert!(
+            text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"200\"} 2")
+        );
         assert!(text.contains(
             "facepipe_http_request_duration_seconds_bucket{route=\"/v1/identify\",le=\"0.025\"} 1"
         ));

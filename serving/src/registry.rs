@@ -131,7 +131,9 @@ impl Registry {
     /// Point `CURRENT` at `version` (atomic replace).
     pub fn set_current(&self, version: u32) -> Result<()> {
         if !self.version_dir(version).is_dir() {
-            return Err(Error::NotFound(format!("deployment v{version:04} does not exist")));
+            return Err(Error::NotFound(format!(
+                "deployment v{version:04} does not exist"
+            )));
         }
         let tmp = self.root.join(format!(".CURRENT-{}", uuid::Uuid::new_v4()));
         std::fs::write(&tmp, format!("v{version:04}\n"))
@@ -152,7 +154,10 @@ impl Registry {
         let sha = hex::encode(Sha256::digest(&bytes));
         let target = self.root.join("models").join(&sha);
         if !target.join("model.safetensors").is_file() {
-            let tmp = self.root.join("models").join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+            let tmp = self
+                .root
+                .join("models")
+                .join(format!(".tmp-{}", uuid::Uuid::new_v4()));
             copy_dir(artifact, &tmp)?;
             if let Err(e) = std::fs::rename(&tmp, &target) {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -238,7 +243,13 @@ mod tests {
         // No temporary folders are left behind.
         let leftovers = std::fs::read_dir(dir.path().join("deployments"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(leftovers, 0);
     }

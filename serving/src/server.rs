@@ -53,7 +53,9 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(options.listen)
                 .await
                 .map_err(|e| bind_error(options.listen, e))?;
-            let addr = listener.local_addr().map_err(|e| bind_error(options.listen, e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| bind_error(options.listen, e))?;
             on_ready(addr, "http");
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown_signal())

@@ -16,7 +16,10 @@ const STYLE_CSS: &str = include_str!("../../assets/web/style.css");
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/", get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/app.js",
             get(|| async { page("text/javascript; charset=utf-8", APP_JS) }),

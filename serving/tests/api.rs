@@ -12,9 +12,17 @@ use facepipe_serving::ServiceConfig;
 async fn identifies_a_known_person_from_another_photo() {
     let (state, _dir) = state_with(ServiceConfig::default());
     // Barack_Obama_0005 is not one of the gallery photos.
-    let (status, answer) = send(&state, post_image("/v1/identify", &fixture("Barack_Obama_0005.jpg"))).await;
+    let (status, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Barack_Obama_0005.jpg")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(names(&answer), [Some("Barack_Obama".to_string())], "{answer}");
+    assert_eq!(
+        names(&answer),
+        [Some("Barack_Obama".to_string())],
+        "{answer}"
+    );
     let face = &answer["faces"][0];
     let threshold = answer["threshold"].as_f64().unwrap();
     assert!(face["distance"].as_f64().unwrap() < threshold);
@@ -22,7 +30,9 @@ async fn identifies_a_known_person_from_another_photo() {
     assert_eq!(face["landmarks"].as_array().unwrap().len(), 68);
     let b = face["box"].as_array().unwrap();
     // The box lies inside the 320x240 photo.
-    assert!(b[0].as_f64().unwrap() >= -1.0 && b[0].as_f64().unwrap() + b[2].as_f64().unwrap() <= 321.0);
+    assert!(
+        b[0].as_f64().unwrap() >= -1.0 && b[0].as_f64().unwrap() + b[2].as_f64().unwrap() <= 321.0
+    );
     assert_eq!(answer["width"], 320);
     assert_eq!(answer["deployment"], 1);
     // Default top_k is 3 but the gallery only has 2 people.
@@ -48,7 +58,11 @@ async fn a_stranger_is_unknown_and_a_raw_body_works_too() {
 #[tokio::test]
 async fn names_both_people_in_a_group_photo() {
     let (state, _dir) = state_with(ServiceConfig::default());
-    let (status, answer) = send(&state, post_image("/v1/identify", &fixture("obama_and_biden.jpg"))).await;
+    let (status, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("obama_and_biden.jpg")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let mut found: Vec<String> = names(&answer).into_iter().flatten().collect();
     found.sort();
@@ -60,14 +74,44 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
 }
 
-/// A valid PNG header (signature + IHDR with a correct CRC) declaring `w`×`h`, no pixels.
+fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    png.extend_from_slice(&body);
+    png.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// A well-formed PNG whose header declares `w`×`h` but whose pixel data is a few bytes:
+/// decoding it would allocate w×h×3 bytes, so it must be refused from the header.
 fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    chunk(&mut png, b"IHDR", &ihdr);
+    // zlib stream of a single zero byte.
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// Only the PNG signature and IHDR: a cut-off file.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     let mut ihdr = b"IHDR".to_vec();
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());
@@ -85,15 +129,39 @@ async fn bad_uploads_get_4xx_json_errors() {
     let jpeg = fixture("Barack_Obama_0005.jpg");
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         ("empty", Vec::new(), StatusCode::BAD_REQUEST, "bad_image"),
-        ("text", b"hello, I am not a photo".to_vec(), StatusCode::BAD_REQUEST, "bad_image"),
-        ("truncated jpeg", jpeg[..jpeg.len() / 3].to_vec(), StatusCode::BAD_REQUEST, "bad_image"),
-        ("30000x30000 png header", png_header(30_000, 30_000), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        (
+            "text",
+            b"hello, I am not a photo".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_image",
+        ),
+        (
+            "truncated jpeg",
+            jpeg[..jpeg.len() / 3].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_image",
+        ),
+        (
+            "30000x30000 png header",
+            png_header(30_000, 30_000),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            "png cut after its header",
+            png_header_only(640, 480),
+            StatusCode::BAD_REQUEST,
+            "bad_image",
+        ),
     ];
     for (what, bytes, want_status, want_code) in cases {
         let (status, answer) = send(&state, post_image("/v1/identify", &bytes)).await;
         assert_eq!(status, want_status, "{what}: {answer}");
         assert_eq!(answer["error"]["code"], want_code, "{what}: {answer}");
-        assert!(!answer["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        assert!(
+            !answer["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
     }
     // Bad parameters, unknown routes and wrong methods answer JSON too.
     let (status, answer) = send(&state, post_image("/v1/identify?top_k=lots", &jpeg)).await;
@@ -101,10 +169,18 @@ async fn bad_uploads_get_4xx_json_errors() {
     assert_eq!(answer["error"]["code"], "bad_request");
     let (status, answer) = send(&state, post_image("/v1/identify?top_k=0", &jpeg)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let (status, answer) = send(&state, Request::get("/v1/nothing").body(Body::empty()).unwrap()).await;
+    let (status, answer) = send(
+        &state,
+        Request::get("/v1/nothing").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(answer["error"]["code"], "not_found");
-    let (status, answer) = send(&state, Request::get("/v1/identify").body(Body::empty()).unwrap()).await;
+    let (status, answer) = send(
+        &state,
+        Request::get("/v1/identify").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(answer["error"]["code"], "method_not_allowed");
     let bad_form = Request::post("/v1/identify")
@@ -147,7 +223,9 @@ async fn enroll_and_delete_need_the_right_key() {
         .insert("authorization", "Bearer not-the-key".parse().unwrap());
     let (status, answer) = send(&state, wrong).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-    let del = Request::delete("/v1/people/Joe_Biden").body(Body::empty()).unwrap();
+    let del = Request::delete("/v1/people/Joe_Biden")
+        .body(Body::empty())
+        .unwrap();
     let (status, _) = send(&state, del).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Nothing changed.
@@ -157,10 +235,14 @@ async fn enroll_and_delete_need_the_right_key() {
     // Without a configured key, enrolment is off altogether.
     let (open_state, _dir2) = state_with(ServiceConfig::default());
     let mut req = post_image("/v1/people/Kit_Harington/faces", &photo);
-    req.headers_mut().insert("authorization", "Bearer anything".parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", "Bearer anything".parse().unwrap());
     let (status, answer) = send(&open_state, req).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("--api-key"));
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--api-key"));
 }
 
 #[tokio::test]
@@ -174,12 +256,18 @@ async fn key_for_everything_when_asked() {
     let (status, _) = send(&state, post_image("/v1/identify", &photo)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut req = post_image("/v1/identify", &photo);
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {API_KEY}").parse().unwrap());
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {API_KEY}").parse().unwrap(),
+    );
     let (status, answer) = send(&state, req).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // Health stays open for probes.
-    let (status, _) = send(&state, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    let (status, _) = send(
+        &state,
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -188,11 +276,19 @@ async fn enroll_then_identify_then_delete() {
     let (state, _dir) = state_with(keyed_config());
     let auth = format!("Bearer {API_KEY}");
     // Before: Kit is nobody.
-    let (_, answer) = send(&state, post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg"))).await;
+    let (_, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg")),
+    )
+    .await;
     assert_eq!(names(&answer), [None::<String>], "{answer}");
 
-    let mut req = post_image("/v1/people/Kit_Harington/faces", &fixture("Kit_Harington_0001.jpg"));
-    req.headers_mut().insert("authorization", auth.parse().unwrap());
+    let mut req = post_image(
+        "/v1/people/Kit_Harington/faces",
+        &fixture("Kit_Harington_0001.jpg"),
+    );
+    req.headers_mut()
+        .insert("authorization", auth.parse().unwrap());
     let (status, answer) = send(&state, req).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(answer["deployment"], 2);
@@ -203,13 +299,30 @@ async fn enroll_then_identify_then_delete() {
     assert_eq!(stored.info.parent, Some(1));
     assert!(stored.gallery.person_index("Kit_Harington").is_some());
 
-    let (_, answer) = send(&state, post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg"))).await;
-    assert_eq!(names(&answer), [Some("Kit_Harington".to_string())], "{answer}");
+    let (_, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg")),
+    )
+    .await;
+    assert_eq!(
+        names(&answer),
+        [Some("Kit_Harington".to_string())],
+        "{answer}"
+    );
     assert_eq!(answer["deployment"], 2);
 
-    let (status, people) = send(&state, Request::get("/v1/people").body(Body::empty()).unwrap()).await;
+    let (status, people) = send(
+        &state,
+        Request::get("/v1/people").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let listed: Vec<&str> = people["people"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = people["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, ["Barack_Obama", "Joe_Biden", "Kit_Harington"]);
 
     let del = Request::delete("/v1/people/Kit_Harington")
@@ -220,7 +333,11 @@ async fn enroll_then_identify_then_delete() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["deployment"], 3);
     assert_eq!(answer["faces"], 1);
-    let (_, answer) = send(&state, post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg"))).await;
+    let (_, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Kit_Harington_0002.jpg")),
+    )
+    .await;
     assert_eq!(names(&answer), [None::<String>], "{answer}");
     let again = Request::delete("/v1/people/Kit_Harington")
         .header("authorization", &auth)
@@ -231,7 +348,8 @@ async fn enroll_then_identify_then_delete() {
 
     // A photo with no face cannot be enrolled.
     let mut req = post_image("/v1/people/Nobody/faces", &png_header(4, 4));
-    req.headers_mut().insert("authorization", auth.parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", auth.parse().unwrap());
     let (status, answer) = send(&state, req).await;
     assert!(status.is_client_error(), "{status} {answer}");
 }
@@ -242,7 +360,10 @@ async fn verify_compares_two_photos_or_a_photo_and_a_person() {
     let obama = fixture("Barack_Obama_0005.jpg");
     let kit = fixture("Kit_Harington_0001.jpg");
     let (ct, body) = multipart(&[("image", &obama)], &[("person", "Barack_Obama")]);
-    let req = Request::post("/v1/verify").header("content-type", ct).body(Body::from(body)).unwrap();
+    let req = Request::post("/v1/verify")
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
     let (status, answer) = send(&state, req).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["same"], true, "{answer}");
@@ -254,7 +375,10 @@ async fn verify_compares_two_photos_or_a_photo_and_a_person() {
     assert_eq!(answer["same"], false, "{answer}");
 
     let (ct, body) = multipart(&[("image", &obama), ("image2", &kit)], &[]);
-    let req = Request::post("/v1/verify").header("content-type", ct).body(Body::from(body)).unwrap();
+    let req = Request::post("/v1/verify")
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
     let (status, answer) = send(&state, req).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["same"], false, "{answer}");
@@ -268,25 +392,59 @@ async fn verify_compares_two_photos_or_a_photo_and_a_person() {
 #[tokio::test]
 async fn metrics_page_and_openapi() {
     let (state, _dir) = state_with(ServiceConfig::default());
-    let (status, _) = send(&state, post_image("/v1/identify", &fixture("obama_and_biden.jpg"))).await;
+    let (status, _) = send(
+        &state,
+        post_image("/v1/identify", &fixture("obama_and_biden.jpg")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = send(&state, post_image("/v1/identify", &fixture("Anthony_Hopkins_0001.jpg"))).await;
+    let (status, _) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Anthony_Hopkins_0001.jpg")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = send(&state, post_image("/v1/identify", b"nope")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, text) = send(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let (status, text) = send(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap();
-    assert!(text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"200\"} 2"), "{text}");
-    assert!(text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"400\"} 1"), "{text}");
-    assert!(text.contains("facepipe_http_request_duration_seconds_count{route=\"/v1/identify\"} 3"), "{text}");
-    assert!(text.contains("facepipe_faces_per_request_count 2"), "{text}");
+    assert!(
+        text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"200\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("facepipe_http_requests_total{route=\"/v1/identify\",status=\"400\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("facepipe_http_request_duration_seconds_count{route=\"/v1/identify\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("facepipe_faces_per_request_count 2"),
+        "{text}"
+    );
     // Two known faces and one stranger.
-    assert!(text.contains("facepipe_faces_total{result=\"known\"} 2"), "{text}");
-    assert!(text.contains("facepipe_faces_total{result=\"unknown\"} 1"), "{text}");
+    assert!(
+        text.contains("facepipe_faces_total{result=\"known\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("facepipe_faces_total{result=\"unknown\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("facepipe_deployment_version 1"), "{text}");
 
-    let (status, doc) = send(&state, Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+    let (status, doc) = send(
+        &state,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["paths"]["/v1/identify"]["post"].is_object());
     let (status, page) = send(&state, Request::get("/").body(Body::empty()).unwrap()).await;

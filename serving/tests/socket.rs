@@ -15,12 +15,18 @@ async fn start(state: Arc<facepipe_serving::AppState>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, facepipe_serving::app(state)).await.unwrap();
+        axum::serve(listener, facepipe_serving::app(state))
+            .await
+            .unwrap();
     });
     format!("http://{addr}")
 }
 
-async fn identify(client: &reqwest::Client, url: &str, photo: &[u8]) -> reqwest::Result<reqwest::Response> {
+async fn identify(
+    client: &reqwest::Client,
+    url: &str,
+    photo: &[u8],
+) -> reqwest::Result<reqwest::Response> {
     let part = reqwest::multipart::Part::bytes(photo.to_vec()).file_name("photo.jpg");
     client
         .post(format!("{url}/v1/identify"))
@@ -34,9 +40,18 @@ async fn real_http_on_loopback() {
     let (state, _dir) = state_with(ServiceConfig::default());
     let url = start(state).await;
     let client = reqwest::Client::new();
-    let health: serde_json::Value = client.get(format!("{url}/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
-    let resp = identify(&client, &url, &fixture("Barack_Obama_0005.jpg")).await.unwrap();
+    let resp = identify(&client, &url, &fixture("Barack_Obama_0005.jpg"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let answer: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(names(&answer), [Some("Barack_Obama".to_string())]);
@@ -58,8 +73,13 @@ async fn a_new_deployment_is_swapped_in_without_failed_requests() {
     let served_new = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let (url, photo, stop, failures, served_new) =
-            (url.clone(), photo.clone(), stop.clone(), failures.clone(), served_new.clone());
+        let (url, photo, stop, failures, served_new) = (
+            url.clone(),
+            photo.clone(),
+            stop.clone(),
+            failures.clone(),
+            served_new.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut done = 0usize;
@@ -90,11 +110,14 @@ async fn a_new_deployment_is_swapped_in_without_failed_requests() {
     // process": straight into the registry, as `facepipe deploy --no-serve` would.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut next = base_bundle().gallery.without("Joe_Biden").unwrap();
-    next.add("Joe_Biden_again", &[vec![0.0; next.dim()]], "test").unwrap();
+    next.add("Joe_Biden_again", &[vec![0.0; next.dim()]], "test")
+        .unwrap();
     let mut bundle = base_bundle();
     bundle.gallery = next;
     let registry = state.registry().clone();
-    let info = tokio::task::spawn_blocking(move || registry.publish(bundle).unwrap()).await.unwrap();
+    let info = tokio::task::spawn_blocking(move || registry.publish(bundle).unwrap())
+        .await
+        .unwrap();
     assert_eq!(info.version, 2);
     // Keep the clients going until several answers came from v2.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
@@ -107,10 +130,28 @@ async fn a_new_deployment_is_swapped_in_without_failed_requests() {
         total += c.await.unwrap();
     }
     assert_eq!(failures.load(Ordering::SeqCst), 0, "of {total} requests");
-    assert!(served_new.load(Ordering::SeqCst) >= 3, "v2 was never served ({total} requests)");
+    assert!(
+        served_new.load(Ordering::SeqCst) >= 3,
+        "v2 was never served ({total} requests)"
+    );
     assert_eq!(state.live().info.version, 2);
-    assert!(state.live().gallery.person_index("Joe_Biden_again").is_some());
-    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("facepipe_deployment_version 2"), "{metrics}");
-    assert!(metrics.contains("facepipe_deployment_swaps_total 1"), "{metrics}");
+    assert!(state
+        .live()
+        .gallery
+        .person_index("Joe_Biden_again")
+        .is_some());
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("facepipe_deployment_version 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("facepipe_deployment_swaps_total 1"),
+        "{metrics}"
+    );
 }

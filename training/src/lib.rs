@@ -17,9 +17,12 @@
 //! - [`resnet`]: the pretrained 128-d ResNet (face-api's dlib port) as a tch module.
 //! - [`backbone`]: the trait every embedding network implements and `build(arch, …)`.
 //! - [`artifact`]: `model.safetensors` + `model.json`.
+//! - [`eval`]: verification (10-fold accuracy, ROC AUC, TAR@FAR), identification, threshold
+//!   calibration, `metrics.json` and PNG plots.
 //! - [`error`]: the crate's error type.
 //! - [`augment`], [`data`]: training batches from prepared shards (split by identity,
 //!   augmentation, prefetch).
+//! - [`trainer`]: the `facepipe train` loop, checkpoints, sweep.
 //! - [`mobilefacenet`]: the from-scratch 112 px backbone; [`losses`]: ArcFace, CosFace, softmax.
 
 pub mod artifact;
@@ -28,10 +31,12 @@ pub mod backbone;
 pub mod data;
 pub mod embedder;
 pub mod error;
+pub mod eval;
 pub mod losses;
 pub mod mobilefacenet;
 pub mod preprocess;
 pub mod resnet;
+pub mod trainer;
 
 pub use artifact::ModelJson;
 pub use backbone::{BackboneConfig, EmbeddingNet};

@@ -45,6 +45,11 @@ pub struct HeadOutput {
 pub trait Head: Send {
     /// `embeddings`: N×D (any scale), `labels`: N (int64, class indices).
     fn forward(&self, embeddings: &Tensor, labels: &Tensor) -> HeadOutput;
+
+    /// The class-centre matrix (C×D) of margin heads, for initialising it from data.
+    fn centres(&self) -> Option<&Tensor> {
+        None
+    }
 }
 
 /// Additive angular margin (ArcFace).
@@ -89,7 +94,7 @@ impl ArcFace {
         let (cos_m, sin_m) = (self.margin.cos(), self.margin.sin());
         let th = (std::f64::consts::PI - self.margin).cos();
         let mm = (std::f64::consts::PI - self.margin).sin() * self.margin;
-        let sin = (1.0 - cos * cos).clamp(1e-9, 1.0).sqrt();
+        let sin = (cos * cos).neg().g_add_scalar(1.0).clamp(1e-9, 1.0).sqrt();
         let phi = cos * cos_m - sin * sin_m;
         let phi = if self.easy_margin {
             phi.where_self(&cos.gt(0.0), cos)
@@ -109,6 +114,10 @@ impl Head for ArcFace {
             loss: logits.cross_entropy_for_logits(labels),
             accuracy: accuracy(&cos, labels),
         }
+    }
+
+    fn centres(&self) -> Option<&Tensor> {
+        Some(&self.centres)
     }
 }
 
@@ -148,6 +157,10 @@ impl Head for CosFace {
             loss: logits.cross_entropy_for_logits(labels),
             accuracy: accuracy(&cos, labels),
         }
+    }
+
+    fn centres(&self) -> Option<&Tensor> {
+        Some(&self.centres)
     }
 }
 

@@ -1,14 +1,228 @@
-//! `facepipe compare` (in progress).
+//! `facepipe compare`: are two photos the same person?
+//!
+//! The largest face of each photo is detected, aligned and embedded (the pretrained network,
+//! or a trained artifact with `--model`), and the distance is compared with the model's
+//! threshold. `--pairs FILE` compares many pairs (two paths per line, tab-separated) with the
+//! models loaded once, printing one line per pair in input order. The exit status is 1 when
+//! any photo failed, after every pair was processed.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
+use facepipe_pipeline::{image_io, EngineOptions, FaceEngine, ModelDir};
+use facepipe_training::Embedder;
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde_json::json;
 
-use crate::common::GlobalArgs;
+use crate::common::{parse_device, GlobalArgs};
 
 #[derive(Args, Debug)]
-pub struct CompareArgs {}
+#[command(after_help = "Examples:\n  \
+    facepipe compare a.jpg b.jpg\n  \
+    facepipe compare --json --pairs pairs.tsv     # one line per pair: PATH<TAB>PATH\n  \
+    facepipe compare --model runs/ft1 a.jpg b.jpg # a model written by `facepipe train`")]
+pub struct CompareArgs {
+    /// The two photos (omit with --pairs).
+    #[arg(value_name = "PHOTO", num_args = 2, required_unless_present = "pairs", conflicts_with = "pairs")]
+    pub photos: Vec<PathBuf>,
+    /// Compare every pair of a file: one pair per line, two paths separated by a tab
+    /// (empty lines and lines starting with # are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub pairs: Option<PathBuf>,
+    /// Print JSON: `{"distance", "same", "threshold"}` (with --pairs also `a` and `b`, or `error`).
+    #[arg(long)]
+    pub json: bool,
+    /// A model folder written by `facepipe train` (model.json + model.safetensors) instead of
+    /// the pretrained network.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Override the model's distance threshold.
+    #[arg(long, value_name = "DISTANCE")]
+    pub threshold: Option<f32>,
+    /// Where the embedding network runs: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+}
 
-pub fn run(_global: &GlobalArgs, _args: CompareArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`facepipe compare` is not built yet")
+/// The pretrained network (`None` or "pretrained") or a trained artifact folder.
+pub fn load_embedder(
+    models: &ModelDir,
+    model: Option<&Path>,
+    device: tch::Device,
+) -> anyhow::Result<Embedder> {
+    match model {
+        None => Embedder::pretrained(models, device).context("loading the pretrained embedding network"),
+        Some(p) if p.as_os_str() == "pretrained" && !p.exists() => {
+            Embedder::pretrained(models, device).context("loading the pretrained embedding network")
+        }
+        Some(dir) => Embedder::from_artifact(dir, device)
+            .with_context(|| format!("loading the model at {}", dir.display())),
+    }
+}
+
+/// The aligned crop of the largest face of a photo.
+pub fn largest_face_crop(engine: &FaceEngine, path: &Path) -> anyhow::Result<RgbImage> {
+    let photo = image_io::open(path, &engine.options().limits)?;
+    let faces = engine.faces(&photo);
+    let face = faces
+        .iter()
+        .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+        .ok_or_else(|| anyhow::anyhow!("no face found"))?;
+    Ok(engine.align(&photo, face))
+}
+
+struct PairLine {
+    a: String,
+    b: String,
+    /// A malformed line is reported in place, like a failed photo.
+    error: Option<String>,
+}
+
+fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairLine>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the pairs file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once('\t') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains('\t') => PairLine {
+                a: a.to_string(),
+                b: b.to_string(),
+                error: None,
+            },
+            _ => PairLine {
+                a: l.to_string(),
+                b: String::new(),
+                error: Some("expected two paths separated by one tab".into()),
+            },
+        })
+        .collect())
+}
+
+pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let pairs = match &args.pairs {
+        Some(file) => read_pairs(file)?,
+        None => match args.photos.as_slice() {
+            [a, b] => vec![PairLine {
+                a: a.display().to_string(),
+                b: b.display().to_string(),
+                error: None,
+            }],
+            _ => anyhow::bail!("give two photos, or --pairs FILE"),
+        },
+    };
+    let models = global.model_dir()?;
+    let device = parse_device(&args.device)?;
+    let engine =
+        FaceEngine::load(&models, EngineOptions::default()).context("loading the face models")?;
+    let embedder = load_embedder(&models, args.model.as_deref(), device)?;
+    let mut metric = embedder.metric();
+    if let Some(t) = args.threshold {
+        metric.threshold = t;
+    }
+
+    // Each distinct photo once: detection in parallel, then the crops embedded in batches.
+    let mut photos: Vec<&str> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for p in pairs.iter().filter(|p| p.error.is_none()) {
+        for s in [p.a.as_str(), p.b.as_str()] {
+            index.entry(s).or_insert_with(|| {
+                photos.push(s);
+                photos.len() - 1
+            });
+        }
+    }
+    let bar = if global.quiet || photos.len() < 8 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(photos.len() as u64).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} photos {elapsed_precise}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    };
+    let crops: Vec<Result<RgbImage, String>> = photos
+        .par_iter()
+        .map(|p| {
+            let r = largest_face_crop(&engine, Path::new(p)).map_err(|e| format!("{p}: {e:#}"));
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    let ok: Vec<RgbImage> = crops.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+    let mut embedded = embedder.embed(&ok)?.into_iter();
+    let embeddings: Vec<Result<Vec<f32>, String>> = crops
+        .into_iter()
+        .map(|c| match c {
+            Ok(_) => embedded
+                .next()
+                .ok_or_else(|| "the network returned too few embeddings".to_string()),
+            Err(e) => Err(e),
+        })
+        .collect();
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    let with_paths = args.pairs.is_some();
+    for p in &pairs {
+        let get = |s: &str| -> Result<&Vec<f32>, String> {
+            match index.get(s).and_then(|&i| embeddings.get(i)) {
+                Some(Ok(e)) => Ok(e),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(format!("{s}: not processed")),
+            }
+        };
+        let result = match &p.error {
+            Some(e) => Err(e.clone()),
+            None => get(&p.a).and_then(|a| get(&p.b).map(|b| (a, b))),
+        };
+        match result {
+            Ok((a, b)) => {
+                let d = metric.distance(a, b);
+                let same = d < metric.threshold;
+                if args.json {
+                    let mut v = json!({"distance": d, "same": same, "threshold": metric.threshold});
+                    if with_paths {
+                        v["a"] = json!(p.a);
+                        v["b"] = json!(p.b);
+                    }
+                    writeln!(out, "{v}")?;
+                } else {
+                    let verdict = if same { "same person" } else { "different people" };
+                    let prefix = if with_paths {
+                        format!("{}\t{}\t", p.a, p.b)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(
+                        out,
+                        "{prefix}distance {d:.4} → {verdict} (threshold {:.4}, {:?})",
+                        metric.threshold, metric.distance
+                    )?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    writeln!(out, "{}", json!({"a": p.a, "b": p.b, "error": e}))?;
+                } else {
+                    writeln!(out, "{}\t{}\terror: {e}", p.a, p.b)?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if failed > 0 {
+        eprintln!("{failed} of {} comparisons failed", pairs.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

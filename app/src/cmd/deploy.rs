@@ -53,8 +53,14 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .store_model(std::path::Path::new(&args.model))
             .with_context(|| format!("storing the model {} in the registry", args.model))?
     };
-    let recognizer = Recognizer::load(&models, &model, Some(&registry), load.engine.clone(), load.device)
-        .with_context(|| format!("loading the model {}", model.describe()))?;
+    let recognizer = Recognizer::load(
+        &models,
+        &model,
+        Some(&registry),
+        load.engine.clone(),
+        load.device,
+    )
+    .with_context(|| format!("loading the model {}", model.describe()))?;
     // Gallery photos may be tight, pre-aligned crops: let the engine fall back to the whole
     // image there (the service itself does not).
     let gallery_engine = FaceEngine::load(&models, EngineOptions::default())?;

@@ -56,8 +56,14 @@ impl Scorer {
     fn score(&self, path: &std::path::Path, top_k: usize) -> anyhow::Result<Identification> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         match self {
-            Scorer::Local { live, config } => Ok(live.identify_bytes(&bytes, &config.limits, top_k)?),
-            Scorer::Remote { client, url, api_key } => {
+            Scorer::Local { live, config } => {
+                Ok(live.identify_bytes(&bytes, &config.limits, top_k)?)
+            }
+            Scorer::Remote {
+                client,
+                url,
+                api_key,
+            } => {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -65,14 +71,17 @@ impl Scorer {
                 let part = reqwest::blocking::multipart::Part::bytes(bytes).file_name(name);
                 let form = reqwest::blocking::multipart::Form::new().part("image", part);
                 let mut req = client
-                    .post(format!("{}/v1/identify?top_k={top_k}", url.trim_end_matches('/')))
+                    .post(format!(
+                        "{}/v1/identify?top_k={top_k}",
+                        url.trim_end_matches('/')
+                    ))
                     .multipart(form);
                 if let Some(k) = api_key {
                     req = req.bearer_auth(k);
                 }
-                let resp = req
-                    .send()
-                    .with_context(|| format!("sending to {url} (is `facepipe serve` running there?)"))?;
+                let resp = req.send().with_context(|| {
+                    format!("sending to {url} (is `facepipe serve` running there?)")
+                })?;
                 let status = resp.status();
                 let text = resp.text().context("reading the answer")?;
                 if !status.is_success() {
@@ -81,7 +90,8 @@ impl Scorer {
                         .unwrap_or(text);
                     anyhow::bail!("the service answered {status}: {msg}");
                 }
-                serde_json::from_str(&text).context("the service's answer is not an identify result")
+                serde_json::from_str(&text)
+                    .context("the service's answer is not an identify result")
             }
         }
     }
@@ -90,7 +100,10 @@ impl Scorer {
 pub fn run(global: &GlobalArgs, args: ScoreArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
     let scorer = if args.local {
-        let registry_dir = args.registry.as_deref().context("--local needs --registry DIR")?;
+        let registry_dir = args
+            .registry
+            .as_deref()
+            .context("--local needs --registry DIR")?;
         let registry = Registry::open(registry_dir)?;
         let mut load = facepipe_serving::LoadOptions::new(global.model_dir()?);
         load.device = parse_device(&args.device)?;
@@ -166,6 +179,9 @@ fn print_table(path: &std::path::Path, answer: &Identification) {
         let person = f.person.clone().unwrap_or_else(|| "unknown".into());
         let sim = f.similarity.map(|s| format!("{s:.2}")).unwrap_or_default();
         let dist = f.distance.map(|d| format!("{d:.3}")).unwrap_or_default();
-        println!("  {:>2}  {bbox:<22}  {person:<24}  {sim:>10}  {dist:>8}", i + 1);
+        println!(
+            "  {:>2}  {bbox:<22}  {person:<24}  {sim:>10}  {dist:>8}",
+            i + 1
+        );
     }
 }

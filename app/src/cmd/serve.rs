@@ -30,7 +30,12 @@ pub struct ServiceArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// API key callers send as `Authorization: Bearer KEY`; enroll and delete are disabled without one.
-    #[arg(long, env = "FACEPIPE_API_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "FACEPIPE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
     /// Require the API key for identify, verify and people too (not only enroll and delete).
     #[arg(long, requires = "api_key")]
@@ -87,7 +92,8 @@ impl ServiceArgs {
         ServeOptions {
             listen: self.listen,
             tls: self.tls_cert.clone().zip(self.tls_key.clone()),
-            poll_interval: (self.poll_interval > 0.0).then(|| Duration::from_secs_f64(self.poll_interval)),
+            poll_interval: (self.poll_interval > 0.0)
+                .then(|| Duration::from_secs_f64(self.poll_interval)),
         }
     }
 }

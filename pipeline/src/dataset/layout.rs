@@ -50,7 +50,11 @@ pub async fn list(store: &dyn Storage, min_images_per_identity: u32) -> Result<R
         let (Some(identity), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if identity.is_empty() || file.is_empty() || identity.starts_with('.') || file.starts_with('.') {
+        if identity.is_empty()
+            || file.is_empty()
+            || identity.starts_with('.')
+            || file.starts_with('.')
+        {
             continue;
         }
         by_identity

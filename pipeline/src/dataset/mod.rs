@@ -15,6 +15,7 @@
 //! # Ok::<(), facepipe_pipeline::Error>(())
 //! ```
 
+pub mod layout;
 pub mod manifest;
 pub mod shards;
 
@@ -51,7 +52,9 @@ mod tests {
             found_by: FoundBy::Detector,
             alignment: Alignment::DlibChip,
         };
-        let mut w = ShardWriter::new(std::fs::File::create(dir.path().join("shards/shard-00000.tar")).unwrap());
+        let mut w = ShardWriter::new(
+            std::fs::File::create(dir.path().join("shards/shard-00000.tar")).unwrap(),
+        );
         w.write(&meta, &jpeg).unwrap();
         w.finish().unwrap();
 
@@ -59,10 +62,21 @@ mod tests {
             format_version: FORMAT_VERSION,
             source: "/data/in".into(),
             detector: DetectorKind::Ssd,
-            alignment: AlignmentInfo { kind: Alignment::DlibChip, crop_size: CROP_SIZE },
+            alignment: AlignmentInfo {
+                kind: Alignment::DlibChip,
+                crop_size: CROP_SIZE,
+            },
             created: "2026-01-01T00:00:00Z".into(),
-            identities: vec![Identity { name: "Zoë Saldaña".into(), label: 0, images: 2, faces: 1 }],
-            shards: vec![ShardInfo { path: "shards/shard-00000.tar".into(), samples: 1 }],
+            identities: vec![Identity {
+                name: "Zoë Saldaña".into(),
+                label: 0,
+                images: 2,
+                faces: 1,
+            }],
+            shards: vec![ShardInfo {
+                path: "shards/shard-00000.tar".into(),
+                samples: 1,
+            }],
             records: vec![
                 Record {
                     source: "Zoë Saldaña/zoe 1.jpg".into(),
@@ -87,20 +101,29 @@ mod tests {
                     faces_found: None,
                 },
             ],
-            job: JobSummary { job_id: "j1".into(), executor: "local".into(), workers: 2, ..Default::default() },
+            job: JobSummary {
+                job_id: "j1".into(),
+                executor: "local".into(),
+                workers: 2,
+                ..Default::default()
+            },
         };
         std::fs::write(dir.path().join(MANIFEST_FILE), manifest.to_json().unwrap()).unwrap();
 
         let back = Manifest::load(dir.path()).unwrap();
         assert_eq!(back, manifest);
         let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap())
+                .unwrap();
         assert_eq!(json["records"][1]["outcome"], "unreadable");
         assert_eq!(json["alignment"]["kind"], "dlib_chip");
         assert_eq!(back.outcome_counts()[&Outcome::Unreadable], 1);
         assert_eq!(back.label_names(), ["Zoë Saldaña"]);
 
-        let samples: Vec<Sample> = iter_samples(dir.path()).unwrap().map(|s| s.unwrap()).collect();
+        let samples: Vec<Sample> = iter_samples(dir.path())
+            .unwrap()
+            .map(|s| s.unwrap())
+            .collect();
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].meta, meta);
         assert_eq!(samples[0].jpeg, jpeg);

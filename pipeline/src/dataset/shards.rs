@@ -85,7 +85,10 @@ impl<W: Write> ShardWriter<W> {
     pub fn new(inner: W) -> Self {
         let mut builder = tar::Builder::new(inner);
         builder.mode(tar::HeaderMode::Deterministic);
-        ShardWriter { builder, samples: 0 }
+        ShardWriter {
+            builder,
+            samples: 0,
+        }
     }
 
     /// Append one sample (`KEY.jpg` then `KEY.json`).

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::geometry::BBox;
 use crate::models::ModelDir;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorKind {
     #[default]
@@ -88,6 +88,7 @@ pub struct Detector {
 
 impl Detector {
     pub fn load(models: &ModelDir, options: DetectorOptions) -> Result<Self> {
+        crate::nn::default_to_single_threaded_gemm();
         let net = match options.kind {
             DetectorKind::Ssd => Net::Ssd(ssd::Ssd::load(models)?),
             DetectorKind::Tiny => {

@@ -238,6 +238,21 @@ fn im2col(x: &Tensor, conv: &Conv2d, ho: usize, wo: usize, pt: usize, pl: usize)
     cols
 }
 
+/// Keep each GEMM on the calling thread unless the user asked otherwise.
+///
+/// Callers parallelise over images (rayon), one image per thread; GEMM threads on top of that
+/// oversubscribe the cores. matrixmultiply reads `MATMUL_NUM_THREADS` once, at its first
+/// multiplication, and otherwise uses every physical core: set it to 1 when it is unset.
+/// Called when a network is loaded, i.e. before any multiplication.
+pub fn default_to_single_threaded_gemm() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+            std::env::set_var("MATMUL_NUM_THREADS", "1");
+        }
+    });
+}
+
 /// `c += a · b` with `a: m × k`, `b: k × n`, all row-major (matrixmultiply through ndarray).
 pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
     // Shapes are built by this module from checked weights: a mismatch is a bug, not input.

@@ -33,11 +33,7 @@ impl LocalStorage {
     /// The file behind a key; refuses keys that would leave the root.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        if key.is_empty()
-            || rel
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
+        if key.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(Error::Invalid(format!(
                 "storage key {key:?} must be a relative path without '..'"
             )));
@@ -56,7 +52,9 @@ fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> Res
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
         let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
-        let Ok(rel) = path.strip_prefix(root) else { continue };
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
         let Some(rel) = rel.to_str() else {
             tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
             continue;
@@ -185,11 +183,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStorage::new(Location::Local(dir.path().to_path_buf()));
         store.check().await.unwrap();
-        store.put("a/b/one.json", Bytes::from_static(b"1")).await.unwrap();
-        store.put("a/b/two.json", Bytes::from_static(b"22")).await.unwrap();
-        store.put("a/c/Zoë Saldaña/x y.jpg", Bytes::from_static(b"333")).await.unwrap();
-        store.put("a/b/one.json", Bytes::from_static(b"111")).await.unwrap();
-        assert_eq!(store.get("a/b/one.json").await.unwrap(), Bytes::from_static(b"111"));
+        store
+            .put("a/b/one.json", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        store
+            .put("a/b/two.json", Bytes::from_static(b"22"))
+            .await
+            .unwrap();
+        store
+            .put("a/c/Zoë Saldaña/x y.jpg", Bytes::from_static(b"333"))
+            .await
+            .unwrap();
+        store
+            .put("a/b/one.json", Bytes::from_static(b"111"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("a/b/one.json").await.unwrap(),
+            Bytes::from_static(b"111")
+        );
         assert!(matches!(store.get("nope").await, Err(Error::NotFound(_))));
         let keys: Vec<(String, u64)> = store
             .list("a/")

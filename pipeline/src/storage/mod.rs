@@ -8,7 +8,7 @@
 //! Locations: a path, `file:///abs/path`, or `s3://bucket/prefix`.
 
 mod local;
-mod s3;
+pub mod s3;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -186,7 +186,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(store: &dyn Storage, key: 
 }
 
 /// Write a JSON object (atomically, like every put).
-pub async fn put_json<T: serde::Serialize>(store: &dyn Storage, key: &str, value: &T) -> Result<()> {
+pub async fn put_json<T: serde::Serialize>(
+    store: &dyn Storage,
+    key: &str,
+    value: &T,
+) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::json(store.location().display_key(key), e))?;
     store.put(key, Bytes::from(bytes)).await
@@ -213,7 +217,9 @@ pub async fn upload_dir(store: &dyn Storage, dir: &std::path::Path, prefix: &str
             continue;
         };
         let key = join_key(prefix, name);
-        let bytes = tokio::fs::read(&path).await.map_err(|e| Error::io(&path, e))?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
         if existing.get(&key) == Some(&(bytes.len() as u64)) {
             continue;
         }
@@ -231,19 +237,34 @@ mod tests {
     fn parses_locations() {
         assert_eq!(
             Location::parse("s3://bkt/a/b/").unwrap(),
-            Location::S3 { bucket: "bkt".into(), prefix: "a/b".into() }
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b".into()
+            }
         );
         assert_eq!(
             Location::parse("s3://bkt").unwrap(),
-            Location::S3 { bucket: "bkt".into(), prefix: String::new() }
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: String::new()
+            }
         );
-        assert_eq!(Location::parse("file:///tmp/x").unwrap(), Location::Local("/tmp/x".into()));
-        assert_eq!(Location::parse("rel/dir").unwrap(), Location::Local("rel/dir".into()));
+        assert_eq!(
+            Location::parse("file:///tmp/x").unwrap(),
+            Location::Local("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse("rel/dir").unwrap(),
+            Location::Local("rel/dir".into())
+        );
         assert!(Location::parse("s3:///x").is_err());
         assert!(Location::parse("gs://b/x").is_err());
         let s3 = Location::parse("s3://bkt/out").unwrap();
         assert_eq!(s3.child("models").to_string(), "s3://bkt/out/models");
-        assert_eq!(s3.display_key("manifest.json"), "s3://bkt/out/manifest.json");
+        assert_eq!(
+            s3.display_key("manifest.json"),
+            "s3://bkt/out/manifest.json"
+        );
         assert_eq!(join_key("", "k"), "k");
         assert_eq!(join_key("a/", "/k"), "a/k");
     }

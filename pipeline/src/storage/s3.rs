@@ -43,7 +43,9 @@ impl S3Storage {
     /// A client for `location` (must be [`Location::S3`]).
     pub async fn connect(location: Location, options: &StorageOptions) -> Result<Self> {
         let Location::S3 { bucket, prefix } = &location else {
-            return Err(Error::Invalid(format!("{location} is not an s3:// location")));
+            return Err(Error::Invalid(format!(
+                "{location} is not an s3:// location"
+            )));
         };
         let shared = aws_config(options).await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -245,7 +247,9 @@ impl Storage for S3Storage {
                 let page = page.map_err(|e| self.error(prefix, e))?;
                 for obj in page.contents() {
                     let Some(key) = obj.key() else { continue };
-                    let Some(rel) = key.strip_prefix(&strip) else { continue };
+                    let Some(rel) = key.strip_prefix(&strip) else {
+                        continue;
+                    };
                     out.push(ObjectInfo {
                         key: rel.to_string(),
                         size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),

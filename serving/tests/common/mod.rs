@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use facepipe_pipeline::{EngineOptions, FaceEngine, ModelDir};
 use facepipe_serving::enroll::{gallery_from_photos, new_bundle};
-use facepipe_serving::{AppState, Bundle, Live, LoadOptions, ModelRef, Recognizer, Registry, ServiceConfig};
+use facepipe_serving::{
+    AppState, Bundle, Live, LoadOptions, ModelRef, Recognizer, Registry, ServiceConfig,
+};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -40,12 +42,29 @@ fn shared() -> &'static Shared {
         let models = ModelDir::locate(None).expect("pretrained models: run scripts/setup.sh");
         let load = LoadOptions::new(models.clone());
         let model = ModelRef::pretrained();
-        let recognizer = Recognizer::load(&models, &model, None, load.engine.clone(), load.device).unwrap();
+        let recognizer =
+            Recognizer::load(&models, &model, None, load.engine.clone(), load.device).unwrap();
         let engine = FaceEngine::load(&models, EngineOptions::default()).unwrap();
-        let built = gallery_from_photos(&fixtures().join("gallery"), &engine, &recognizer, &|_, _| {}).unwrap();
-        assert!(built.skipped.is_empty(), "gallery photos without a face: {:?}", built.skipped);
+        let built = gallery_from_photos(
+            &fixtures().join("gallery"),
+            &engine,
+            &recognizer,
+            &|_, _| {},
+        )
+        .unwrap();
+        assert!(
+            built.skipped.is_empty(),
+            "gallery photos without a face: {:?}",
+            built.skipped
+        );
         let metric = recognizer.metric();
-        let bundle = new_bundle(built.gallery, model, metric, "tests/fixtures/serving/gallery", None);
+        let bundle = new_bundle(
+            built.gallery,
+            model,
+            metric,
+            "tests/fixtures/serving/gallery",
+            None,
+        );
         Shared {
             recognizer: Arc::new(recognizer),
             bundle,
@@ -65,7 +84,10 @@ pub fn state_with(config: ServiceConfig) -> (Arc<AppState>, tempfile::TempDir) {
         gallery: s.bundle.gallery.clone(),
         recognizer: s.recognizer.clone(),
     };
-    (AppState::with_live(live, registry, s.load.clone(), config), dir)
+    (
+        AppState::with_live(live, registry, s.load.clone(), config),
+        dir,
+    )
 }
 
 pub fn keyed_config() -> ServiceConfig {
@@ -105,17 +127,24 @@ pub fn multipart(parts: &[(&str, &[u8])], text: &[(&str, &str)]) -> (String, Vec
 
 /// Send one request through the router (no socket) and return status + JSON (or text).
 pub async fn send(state: &Arc<AppState>, req: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let resp = facepipe_serving::app(state.clone()).oneshot(req).await.unwrap();
+    let resp = facepipe_serving::app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
     (status, value)
 }
 
 pub fn post_image(uri: &str, bytes: &[u8]) -> Request<Body> {
     let (ct, body) = multipart(&[("image", bytes)], &[]);
-    Request::post(uri).header("content-type", ct).body(Body::from(body)).unwrap()
+    Request::post(uri)
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap()
 }
 
 /// The names given to the faces of an identify answer (`None` for unknown).

@@ -1,0 +1,223 @@
+//! The objects client and workers exchange through the OUTPUT location:
+//!
+//! ```text
+//! jobs/<job>/job.json                   what the job is (input, options, listing digest)
+//! jobs/<job>/tasks/<task>.json          TaskDescriptor: the images of one task
+//! jobs/<job>/results/<task>/status.json TaskStatus: written last by the worker
+//! shards/<job>/<task>.tar               the task's samples
+//! models/                               the weights, for workers without a local copy
+//! manifest.json                         written by the client after the merge
+//! ```
+//!
+//! Every object has a fixed key, so a retried task overwrites exactly what an earlier
+//! attempt may have written: tasks are idempotent.
+
+use serde::{Deserialize, Serialize};
+
+use crate::align::Alignment;
+use crate::dataset::layout::InputImage;
+use crate::dataset::{Record, ShardInfo};
+use crate::detect::DetectorKind;
+use crate::storage::StorageOptions;
+
+/// What to do with a photo holding several faces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeveralFaces {
+    /// Keep the largest face (by box area).
+    #[default]
+    Largest,
+    /// Store nothing; the record says `several_faces`.
+    Skip,
+}
+
+impl std::str::FromStr for SeveralFaces {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "largest" => Ok(SeveralFaces::Largest),
+            "skip" => Ok(SeveralFaces::Skip),
+            other => Err(crate::Error::Invalid(format!(
+                "unknown --several-faces {other:?}: use largest or skip"
+            ))),
+        }
+    }
+}
+
+/// Settings every task of a job shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub input: String,
+    pub detector: DetectorKind,
+    pub alignment: Alignment,
+    pub several_faces: SeveralFaces,
+    pub min_images_per_identity: u32,
+    pub task_size: u32,
+    /// sha256 over the listed keys and sizes: a changed input is a different job.
+    pub listing_sha256: String,
+}
+
+/// `jobs/<job>/job.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobFile {
+    pub job: String,
+    pub spec: JobSpec,
+    pub tasks: u32,
+    pub images: u32,
+}
+
+/// One image of a task, with the sample key its crop gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskImage {
+    #[serde(flatten)]
+    pub input: InputImage,
+    pub sample_key: String,
+}
+
+/// `jobs/<job>/tasks/<task>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskDescriptor {
+    pub job: String,
+    pub task: u32,
+    /// The input location the image keys are relative to.
+    pub input: String,
+    pub detector: DetectorKind,
+    pub alignment: Alignment,
+    pub several_faces: SeveralFaces,
+    /// Where the worker writes the shard, relative to the output location.
+    pub shard: String,
+    pub images: Vec<TaskImage>,
+}
+
+/// How a task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Done,
+    /// The worker could not finish (storage or model trouble); the client retries.
+    Failed,
+}
+
+/// `jobs/<job>/results/<task>/status.json`, the last object a worker writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub job: String,
+    pub task: u32,
+    pub attempt: u32,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `local:<host>:<pid>` or `lambda:<request id>`.
+    pub worker: String,
+    /// Seconds from the worker picking the task up to writing this status.
+    pub seconds: f64,
+    /// Seconds of that spent loading (or fetching) the networks; 0 when already warm.
+    pub engine_load_s: f64,
+    /// The worker process's peak resident memory in MiB, when the OS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    /// One record per image of the task, in task order.
+    pub records: Vec<Record>,
+    /// The shard written (absent when the task produced no sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+/// What a worker is asked to do: a reference to a task, never image bytes. This is the
+/// Lambda payload and the `facepipe worker` arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The output location holding `jobs/<job>/…`.
+    pub output: String,
+    pub job: String,
+    pub task: u32,
+    pub attempt: u32,
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// Where to fetch the weights from when the worker has no local copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<String>,
+}
+
+/// Key of the job file.
+pub fn job_key(job: &str) -> String {
+    format!("jobs/{job}/job.json")
+}
+
+/// Key of a task descriptor.
+pub fn task_key(job: &str, task: u32) -> String {
+    format!("jobs/{job}/tasks/{task:05}.json")
+}
+
+/// Key of a task's status object.
+pub fn status_key(job: &str, task: u32) -> String {
+    format!("jobs/{job}/results/{task:05}/status.json")
+}
+
+/// Key of a task's shard.
+pub fn shard_key(job: &str, task: u32) -> String {
+    format!("shards/{job}/{task:05}.tar")
+}
+
+/// A WebDataset key for input number `index`: the index keeps keys unique and ordered,
+/// the ASCII-folded identity keeps them readable.
+pub fn sample_key(index: usize, identity: &str) -> String {
+    let mut name: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    if name.is_empty() {
+        name.push('_');
+    }
+    format!("{index:06}_{name}")
+}
+
+/// A job id must be usable as a key segment.
+pub fn valid_job_id(job: &str) -> bool {
+    !job.is_empty()
+        && job.len() <= 64
+        && job
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !job.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_keys_are_valid_webdataset_keys() {
+        let k = sample_key(42, "Zoë Saldaña-Nazario");
+        assert_eq!(k, "000042_Zo__Salda_a-Nazario");
+        assert!(crate::dataset::shards::valid_key(&k));
+        assert!(valid_job_id("j-2026.1"));
+        assert!(!valid_job_id("../x"));
+        assert!(!valid_job_id("a/b"));
+    }
+
+    #[test]
+    fn worker_request_round_trips_as_lambda_payload() {
+        let req = WorkerRequest {
+            output: "s3://b/out".into(),
+            job: "j1".into(),
+            task: 3,
+            attempt: 2,
+            storage: StorageOptions {
+                s3_endpoint: Some("http://127.0.0.1:8333".into()),
+                region: None,
+            },
+            models: Some("s3://b/out/models".into()),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<WorkerRequest>(&json).unwrap(), req);
+        assert_eq!(status_key("j1", 3), "jobs/j1/results/00003/status.json");
+    }
+}

@@ -1,0 +1,392 @@
+//! The worker: run one task. Fetch the task descriptor and its images from storage, find and
+//! align one face per image, write the shard, then the status object (last, so a status
+//! means the shard is complete). Bad images become records, never task failures; only
+//! storage or model trouble fails a task, and the client retries it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::protocol::{
+    status_key, task_key, SeveralFaces, TaskDescriptor, TaskImage, TaskState, TaskStatus,
+    WorkerRequest,
+};
+use crate::dataset::{encode_crop, Outcome, Record, SampleMeta, ShardInfo, ShardWriter};
+use crate::detect::DetectorKind;
+use crate::engine::{EngineOptions, FaceEngine};
+use crate::error::{Error, Result};
+use crate::models::ModelDir;
+use crate::storage::{self, Storage};
+
+/// Test-only fault injection: `FACEPIPE_TEST_FAULT=crash:T`, `hang:T` or `fail:T` makes the
+/// first attempt of task T abort the process, sleep for an hour, or report a failure.
+pub const FAULT_ENV: &str = "FACEPIPE_TEST_FAULT";
+
+/// Images fetched from storage at the same time within one task.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Loaded engines, one per detector, kept for the life of the process (a warm Lambda
+/// container reuses them).
+pub struct EngineCache {
+    models: ModelSource,
+    engines: Mutex<HashMap<DetectorKind, Arc<FaceEngine>>>,
+    fetched: Mutex<Option<ModelDir>>,
+}
+
+/// Where a worker finds the weights.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// A local folder (the local executor's children).
+    Local(ModelDir),
+    /// Fetched from storage on first use into a local cache folder (Lambda: /tmp).
+    Remote { location: String, cache: PathBuf },
+}
+
+impl EngineCache {
+    pub fn new(models: ModelSource) -> Self {
+        EngineCache {
+            models,
+            engines: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(None),
+        }
+    }
+
+    /// The engine for these options, loading (and fetching) it on first use.
+    /// Returns the seconds spent loading (0 when it was already loaded).
+    async fn engine(
+        &self,
+        options: &EngineOptions,
+        request: &WorkerRequest,
+    ) -> Result<(Arc<FaceEngine>, f64)> {
+        if let Some(e) = lock(&self.engines).get(&options.detector.kind) {
+            return Ok((Arc::clone(e), 0.0));
+        }
+        let start = Instant::now();
+        let dir = match &self.models {
+            ModelSource::Local(dir) => dir.clone(),
+            ModelSource::Remote { location, cache } => {
+                let known = lock(&self.fetched).clone();
+                match known {
+                    Some(dir) => dir,
+                    None => {
+                        let store = storage::open_str(location, &request.storage).await?;
+                        let dir = fetch_models(store.as_ref(), cache).await?;
+                        *lock(&self.fetched) = Some(dir.clone());
+                        dir
+                    }
+                }
+            }
+        };
+        let opts = options.clone();
+        let engine = tokio::task::spawn_blocking(move || FaceEngine::load(&dir, opts))
+            .await
+            .map_err(|e| Error::Worker(format!("loading the networks panicked: {e}")))??;
+        let engine = Arc::new(engine);
+        lock(&self.engines).insert(options.detector.kind, Arc::clone(&engine));
+        Ok((engine, start.elapsed().as_secs_f64()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Copy every object under `store` into `dir` (skipping files already there with the same
+/// size) and open it as a model folder.
+pub async fn fetch_models(store: &dyn Storage, dir: &Path) -> Result<ModelDir> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io(dir, e))?;
+    let objects = store.list("").await?;
+    if objects.is_empty() {
+        return Err(Error::ModelsMissing {
+            dir: dir.to_path_buf(),
+            hint: format!(
+                "no weights under {}: the client uploads them there before invoking workers",
+                store.location()
+            ),
+        });
+    }
+    for obj in objects {
+        if obj.key.contains('/') {
+            continue;
+        }
+        let dest = dir.join(&obj.key);
+        if tokio::fs::metadata(&dest)
+            .await
+            .is_ok_and(|m| m.len() == obj.size)
+        {
+            continue;
+        }
+        let bytes = store.get(&obj.key).await?;
+        let tmp = dir.join(format!(".{}.part", obj.key));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| Error::io(&dest, e))?;
+    }
+    ModelDir::open(dir)
+}
+
+/// The process's peak resident memory in MiB (Linux), for the benchmark report.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn injected_fault(request: &WorkerRequest) -> Option<String> {
+    let spec = std::env::var(FAULT_ENV).ok()?;
+    let (kind, task) = spec.split_once(':')?;
+    let task: u32 = task.trim().parse().ok()?;
+    (task == request.task && request.attempt == 1).then(|| kind.trim().to_string())
+}
+
+/// Run one task end to end and write its status. Returns the status written; an error
+/// means not even a failed status could be written (the client treats it as a failure).
+pub async fn run_task(
+    request: &WorkerRequest,
+    engines: &EngineCache,
+    worker_name: &str,
+) -> Result<TaskStatus> {
+    let start = Instant::now();
+    let output = storage::open_str(&request.output, &request.storage).await?;
+    match injected_fault(request).as_deref() {
+        Some("crash") => {
+            tracing::error!(task = request.task, "test fault: aborting the worker");
+            std::process::abort();
+        }
+        Some("hang") => {
+            tracing::error!(task = request.task, "test fault: hanging");
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+        _ => {}
+    }
+    let result = match injected_fault(request).as_deref() {
+        Some("fail") => Err(Error::Worker("test fault: failing on purpose".into())),
+        _ => process(request, output.as_ref(), engines).await,
+    };
+    let status = match result {
+        Ok((records, shard, load_s)) => TaskStatus {
+            job: request.job.clone(),
+            task: request.task,
+            attempt: request.attempt,
+            state: TaskState::Done,
+            error: None,
+            worker: worker_name.to_string(),
+            seconds: start.elapsed().as_secs_f64(),
+            engine_load_s: load_s,
+            peak_rss_mib: peak_rss_mib(),
+            records,
+            shard,
+        },
+        Err(e) => {
+            tracing::error!(task = request.task, error = %e, "task failed");
+            TaskStatus {
+                job: request.job.clone(),
+                task: request.task,
+                attempt: request.attempt,
+                state: TaskState::Failed,
+                error: Some(e.to_string()),
+                worker: worker_name.to_string(),
+                seconds: start.elapsed().as_secs_f64(),
+                engine_load_s: 0.0,
+                peak_rss_mib: peak_rss_mib(),
+                records: Vec::new(),
+                shard: None,
+            }
+        }
+    };
+    storage::put_json(
+        output.as_ref(),
+        &status_key(&request.job, request.task),
+        &status,
+    )
+    .await?;
+    Ok(status)
+}
+
+async fn process(
+    request: &WorkerRequest,
+    output: &dyn Storage,
+    engines: &EngineCache,
+) -> Result<(Vec<Record>, Option<ShardInfo>, f64)> {
+    let task: TaskDescriptor =
+        storage::get_json(output, &task_key(&request.job, request.task)).await?;
+    let input = storage::open_str(&task.input, &request.storage).await?;
+    let mut options = EngineOptions::default();
+    options.detector.kind = task.detector;
+    options.alignment = task.alignment;
+    let (engine, load_s) = engines.engine(&options, request).await?;
+
+    // Fetch every image first (concurrently: storage latency, not CPU, is the cost here).
+    let fetched: Vec<Result<Bytes>> = futures::stream::iter(task.images.iter())
+        .map(|img| {
+            let input = Arc::clone(&input);
+            let key = img.input.key.clone();
+            async move { input.get(&key).await }
+        })
+        .buffered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    let mut inputs = Vec::with_capacity(fetched.len());
+    for (img, bytes) in task.images.iter().zip(fetched) {
+        // A listed file that vanished or cannot be read is a storage problem: retry the task.
+        inputs.push((img.clone(), bytes?));
+    }
+
+    let shard_path = task.shard.clone();
+    let task2 = task.clone();
+    let (records, shard_bytes, samples) =
+        tokio::task::spawn_blocking(move || detect_and_align(&task2, &engine, inputs, &shard_path))
+            .await
+            .map_err(|e| Error::Worker(format!("the task's image loop panicked: {e}")))??;
+    let shard = if samples > 0 {
+        output.put(&task.shard, Bytes::from(shard_bytes)).await?;
+        Some(ShardInfo {
+            path: task.shard.clone(),
+            samples,
+        })
+    } else {
+        // A retry of a task that once produced samples must not leave a stale shard.
+        output.delete(&task.shard).await?;
+        None
+    };
+    Ok((records, shard, load_s))
+}
+
+/// The CPU part of a task: one record per image, samples appended to an in-memory shard.
+fn detect_and_align(
+    task: &TaskDescriptor,
+    engine: &FaceEngine,
+    inputs: Vec<(TaskImage, Bytes)>,
+    shard_path: &str,
+) -> Result<(Vec<Record>, Vec<u8>, u32)> {
+    let mut writer = ShardWriter::new(Vec::new());
+    let mut records = Vec::with_capacity(inputs.len());
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (img, bytes) in inputs {
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let mut record = Record {
+            source: img.input.key.clone(),
+            identity: img.input.identity.clone(),
+            outcome: Outcome::Ok,
+            reason: None,
+            sha256: Some(sha.clone()),
+            sample: None,
+            shard: None,
+            found_by: None,
+            faces_found: None,
+        };
+        if let Some(first) = seen.get(&sha) {
+            record.outcome = Outcome::Duplicate;
+            record.reason = Some(format!("same bytes as {first}"));
+            records.push(record);
+            continue;
+        }
+        seen.insert(sha, img.input.key.clone());
+        // One bad image must not take the task down, whatever the decoder or network does.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            one_image(task, engine, &img, &bytes)
+        }));
+        match result {
+            Ok(Ok(ImageResult::Face { meta, jpeg, faces })) => {
+                writer.write(&meta, &jpeg)?;
+                record.sample = Some(meta.key.clone());
+                record.shard = Some(shard_path.to_string());
+                record.found_by = Some(meta.found_by);
+                record.faces_found = Some(faces);
+                if faces > 1 {
+                    record.reason = Some(format!("{faces} faces; kept the largest"));
+                }
+            }
+            Ok(Ok(ImageResult::NoFace)) => {
+                record.outcome = Outcome::NoFace;
+                record.reason = Some("no face found, not even with the tight-crop fallback".into());
+                record.faces_found = Some(0);
+            }
+            Ok(Ok(ImageResult::Several(n))) => {
+                record.outcome = Outcome::SeveralFaces;
+                record.reason = Some(format!("{n} faces and --several-faces skip"));
+                record.faces_found = Some(n);
+            }
+            Ok(Err(e)) => {
+                record.outcome = match e {
+                    Error::TooLarge { .. } | Error::TooManyBytes { .. } => Outcome::TooLarge,
+                    _ => Outcome::Unreadable,
+                };
+                record.reason = Some(e.to_string());
+            }
+            Err(_) => {
+                record.outcome = Outcome::Unreadable;
+                record.reason = Some("the image crashed the decoder or a network".into());
+            }
+        }
+        records.push(record);
+    }
+    let samples = writer.samples();
+    Ok((records, writer.finish()?, samples))
+}
+
+enum ImageResult {
+    Face {
+        meta: SampleMeta,
+        jpeg: Vec<u8>,
+        faces: u32,
+    },
+    NoFace,
+    Several(u32),
+}
+
+fn one_image(
+    task: &TaskDescriptor,
+    engine: &FaceEngine,
+    img: &TaskImage,
+    bytes: &[u8],
+) -> Result<ImageResult> {
+    let limits = &engine.options().limits;
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(Error::TooManyBytes {
+            bytes: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
+    let photo = crate::image_io::decode(bytes, limits)?;
+    let faces = engine.faces(&photo);
+    let count = u32::try_from(faces.len()).unwrap_or(u32::MAX);
+    let face = match (faces.len(), task.several_faces) {
+        (0, _) => return Ok(ImageResult::NoFace),
+        (1, _) | (_, SeveralFaces::Largest) => faces
+            .iter()
+            .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())),
+        (_, SeveralFaces::Skip) => return Ok(ImageResult::Several(count)),
+    };
+    let Some(face) = face else {
+        return Ok(ImageResult::NoFace);
+    };
+    let crop = engine.align(&photo, face);
+    let jpeg = encode_crop(&crop)?;
+    Ok(ImageResult::Face {
+        meta: SampleMeta {
+            key: img.sample_key.clone(),
+            identity: img.input.identity.clone(),
+            label: img.input.label,
+            source: img.input.key.clone(),
+            bbox: face.bbox,
+            landmarks: face.landmarks.clone(),
+            score: face.score,
+            found_by: face.found_by,
+            alignment: task.alignment,
+        },
+        jpeg,
+        faces: count,
+    })
+}

@@ -1,0 +1,670 @@
+//! End-to-end tests of `facepipe prepare`: the real binary on real photos, through the three
+//! deployments (local workers + local folder, local workers + S3, Lambda workers + S3), with
+//! SeaweedFS and the `cargo lambda watch` emulator started by the tests themselves, plus the
+//! faults the fan-out must survive (crashed and hung workers, corrupt inputs, bad credentials,
+//! a missing bucket, an interrupted client).
+//!
+//! Needs `cargo build -p facepipe` and, for the Lambda test, the `weed` and `cargo-lambda`
+//! binaries on PATH (`. scripts/env.sh`). Tests that need a missing tool say so and skip.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use facepipe_pipeline::dataset::shards::read_all;
+use facepipe_pipeline::dataset::{Manifest, Outcome, Sample, MANIFEST_FILE};
+use facepipe_pipeline::storage::{self, Location, StorageOptions};
+use facepipe_tests::{facepipe_bin, sample_data, workspace_root};
+use serde_json::Value;
+
+const KEY_ID: &str = "facepipe-test-key";
+const SECRET: &str = "facepipe-test-secret-0123456789";
+const BUCKET: &str = "facepipe-e2e";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A child process (and its process group) that is killed when dropped.
+struct Guard {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // The emulator starts grandchildren (cargo run → the function): end the whole group.
+        let pgid = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+        let _ = self.child.wait();
+        eprintln!("stopped {}", self.name);
+    }
+}
+
+fn spawn_group(mut cmd: Command, name: &'static str) -> Guard {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Guard { child, name }
+}
+
+fn wait_for_port(port: u16, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not open port {port} within {timeout:?}");
+}
+
+/// SeaweedFS `weed mini` on free ports, SigV4 enforced with the test credentials.
+struct Weed {
+    s3_port: u16,
+    _dir: tempfile::TempDir,
+    _guard: Guard,
+}
+
+impl Weed {
+    fn start() -> Weed {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("weed");
+        cmd.arg("mini")
+            .arg(format!("-dir={}", dir.path().display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false"])
+            .arg(format!("-bucket={BUCKET}"));
+        let s3_port = free_port();
+        cmd.arg(format!("-s3.port={s3_port}"));
+        // Every other listener on a free port too, so parallel tests and other users of
+        // weed on this machine never collide.
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "debug.port",
+            "s3.debug.port",
+            "metricsPort",
+            "s3.metricsPort",
+            "s3.port.iceberg",
+            "s3.port.lance",
+        ] {
+            cmd.arg(format!("-{flag}={}", free_port()));
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = spawn_group(cmd, "weed mini");
+        wait_for_port(s3_port, "weed mini (S3)", Duration::from_secs(60));
+        let weed = Weed {
+            s3_port,
+            _dir: dir,
+            _guard: guard,
+        };
+        // The S3 port opens before the bucket exists: wait until it answers for the bucket.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rt = runtime();
+        loop {
+            let ok = rt.block_on(async {
+                let store = storage::open_str(&format!("s3://{BUCKET}"), &weed.options()).await?;
+                store.check().await
+            });
+            match ok {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => panic!("weed never served the bucket: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+        weed
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    fn options(&self) -> StorageOptions {
+        std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
+        std::env::set_var("AWS_REGION", "us-east-1");
+        StorageOptions {
+            s3_endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+        }
+    }
+}
+
+/// The Lambda worker under `cargo lambda watch`.
+struct LambdaEmulator {
+    port: u16,
+    _guard: Guard,
+}
+
+impl LambdaEmulator {
+    fn start(concurrency: usize) -> LambdaEmulator {
+        let port = free_port();
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(workspace_root().join("pipeline"))
+            .args([
+                "lambda",
+                "watch",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+            ])
+            .arg(port.to_string())
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .args([
+                "--features",
+                "lambda",
+                "--bin",
+                "facepipe-lambda-worker",
+                "--ignore-changes",
+            ])
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = spawn_group(cmd, "cargo lambda watch");
+        wait_for_port(port, "cargo lambda watch", Duration::from_secs(120));
+        LambdaEmulator {
+            port,
+            _guard: guard,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn facepipe(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = facepipe_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p facepipe` first",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("AWS_REGION", "us-east-1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn report_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "facepipe failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Inputs for the comparison: all of people/ (70 photos, one byte-identical pair), three ORL
+/// subjects (30 tight greyscale crops) under names with spaces and Unicode, and two bad files.
+fn build_input(root: &Path) -> usize {
+    let data = sample_data();
+    for entry in std::fs::read_dir(data.join("people")).unwrap() {
+        let entry = entry.unwrap();
+        copy_dir(&entry.path(), &root.join(entry.file_name()));
+    }
+    for (s, name) in [("s1", "ORL sujet 1"), ("s2", "Zoë Ørl 2"), ("s3", "ORL s3")] {
+        copy_dir(&data.join("orl").join(s), &root.join(name));
+    }
+    let bad = root.join("Bad Files");
+    std::fs::create_dir_all(&bad).unwrap();
+    // The first 600 bytes of a real JPEG: a truncated image.
+    let jpeg = std::fs::read(data.join("people/Joe_Biden/Joe_Biden_0001.jpg")).unwrap();
+    std::fs::write(bad.join("truncated.jpg"), &jpeg[..600]).unwrap();
+    std::fs::write(bad.join("notes.jpg"), b"this is not an image at all\n").unwrap();
+    // An LFW pairs file at the root is not an input.
+    std::fs::write(root.join("pairs.txt"), "1\t1\n").unwrap();
+    walk_files(root).len() - 1
+}
+
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Load a manifest and every sample, from a folder or S3.
+fn load_dataset(location: &str, options: &StorageOptions) -> (Manifest, BTreeMap<String, Sample>) {
+    let rt = runtime();
+    rt.block_on(async {
+        let store = storage::open(&Location::parse(location).unwrap(), options)
+            .await
+            .unwrap();
+        let manifest =
+            Manifest::from_slice(&store.get(MANIFEST_FILE).await.unwrap(), location).unwrap();
+        let mut samples = BTreeMap::new();
+        for shard in &manifest.shards {
+            let bytes = store.get(&shard.path).await.unwrap();
+            let got = read_all(&bytes, &shard.path).unwrap();
+            assert_eq!(got.len() as u32, shard.samples, "{}", shard.path);
+            for s in got {
+                samples.insert(s.meta.source.clone(), s);
+            }
+        }
+        (manifest, samples)
+    })
+}
+
+fn outcomes(m: &Manifest) -> BTreeMap<String, Outcome> {
+    m.records
+        .iter()
+        .map(|r| (r.source.clone(), r.outcome))
+        .collect()
+}
+
+fn upload_dir(root: &Path, location: &str, options: &StorageOptions) {
+    runtime().block_on(async {
+        let store = storage::open_str(location, options).await.unwrap();
+        for path in walk_files(root) {
+            let key = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            store
+                .put(&key, std::fs::read(&path).unwrap().into())
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Checks that hold for any correct run over `build_input`'s photos.
+fn check_dataset(m: &Manifest, samples: &BTreeMap<String, Sample>, inputs: usize) {
+    assert_eq!(m.records.len(), inputs, "one record per input");
+    let counts = m.outcome_counts();
+    assert_eq!(counts[&Outcome::Duplicate], 1, "{counts:?}");
+    assert_eq!(counts[&Outcome::Unreadable], 2, "{counts:?}");
+    let dup = m
+        .records
+        .iter()
+        .find(|r| r.outcome == Outcome::Duplicate)
+        .unwrap();
+    assert!(dup.source.starts_with("John_Shimkus/"), "{dup:?}");
+    for r in m
+        .records
+        .iter()
+        .filter(|r| r.source.starts_with("Bad Files/"))
+    {
+        assert_eq!(r.outcome, Outcome::Unreadable, "{r:?}");
+        assert!(r.reason.as_deref().is_some_and(|s| !s.is_empty()));
+    }
+    // Every real face photo yields a face (ORL and the chips through the tight-crop fallback).
+    let ok = counts[&Outcome::Ok] as usize;
+    assert_eq!(ok, inputs - 3, "{counts:?}");
+    assert_eq!(m.sample_count() as usize, ok);
+    assert_eq!(samples.len(), ok);
+    let names = m.label_names();
+    assert!(names.contains(&"Zoë Ørl 2".to_string()));
+    for (source, s) in samples {
+        assert_eq!(names[s.meta.label as usize], s.meta.identity);
+        assert_eq!(&s.meta.source, source);
+        assert_eq!(s.meta.landmarks.len(), 68);
+        assert_eq!(s.image().unwrap().dimensions(), (150, 150));
+    }
+    let total_faces: u32 = m.identities.iter().map(|i| i.faces).sum();
+    assert_eq!(total_faces as usize, ok);
+}
+
+/// Decoded crops agree within JPEG noise; boxes within half a pixel.
+fn assert_crops_agree(a: &BTreeMap<String, Sample>, b: &BTreeMap<String, Sample>, what: &str) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (source, sa) in a {
+        let sb = &b[source];
+        assert_eq!(sa.key, sb.key, "{what}: {source}");
+        assert_eq!(sa.meta.found_by, sb.meta.found_by, "{what}: {source}");
+        let (ba, bb) = (sa.meta.bbox, sb.meta.bbox);
+        for (x, y) in [
+            (ba.x, bb.x),
+            (ba.y, bb.y),
+            (ba.width, bb.width),
+            (ba.height, bb.height),
+        ] {
+            assert!((x - y).abs() < 0.5, "{what}: {source}: {ba:?} vs {bb:?}");
+        }
+        let (ia, ib) = (sa.image().unwrap(), sb.image().unwrap());
+        let diff: f64 = ia
+            .as_raw()
+            .iter()
+            .zip(ib.as_raw())
+            .map(|(p, q)| f64::from(p.abs_diff(*q)))
+            .sum::<f64>()
+            / ia.as_raw().len() as f64;
+        assert!(diff < 1.0, "{what}: {source}: mean pixel difference {diff}");
+    }
+}
+
+#[test]
+fn three_deployments_agree_on_people_and_orl() {
+    if !on_path("weed") {
+        eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
+        return;
+    }
+    let input = tempfile::tempdir().unwrap();
+    let inputs = build_input(input.path());
+    let out = tempfile::tempdir().unwrap();
+    let local_out = out.path().join("local");
+
+    // 1. Local workers, local folders.
+    let r1 = report_of(&facepipe(
+        &[
+            "prepare",
+            input.path().to_str().unwrap(),
+            local_out.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(r1["images"], inputs);
+    let (m1, s1) = load_dataset(local_out.to_str().unwrap(), &StorageOptions::default());
+    check_dataset(&m1, &s1, inputs);
+
+    // 2. Local workers, input and output in S3.
+    let weed = Weed::start();
+    let opts = weed.options();
+    let s3_in = format!("s3://{BUCKET}/input");
+    upload_dir(input.path(), &s3_in, &opts);
+    let endpoint = weed.endpoint();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let s3_out = format!("s3://{BUCKET}/local-workers");
+    let r2 = report_of(&facepipe(
+        &[
+            "prepare",
+            &s3_in,
+            &s3_out,
+            "--s3-endpoint",
+            &endpoint,
+            "--workers",
+            "2",
+            "--json",
+        ],
+        &creds,
+    ));
+    assert_eq!(r2["images"], inputs);
+    let (m2, s2) = load_dataset(&s3_out, &opts);
+    check_dataset(&m2, &s2, inputs);
+
+    // 3. Lambda workers (the emulator), S3.
+    let lambda = LambdaEmulator::start(2);
+    let lambda_out = format!("s3://{BUCKET}/lambda-workers");
+    let r3 = report_of(&facepipe(
+        &[
+            "prepare",
+            &s3_in,
+            &lambda_out,
+            "--s3-endpoint",
+            &endpoint,
+            "--executor",
+            "lambda",
+            "--lambda-endpoint",
+            &lambda.endpoint(),
+            "--workers",
+            "2",
+            "--json",
+        ],
+        &creds,
+    ));
+    assert_eq!(r3["executor"], "lambda");
+    let (m3, s3) = load_dataset(&lambda_out, &opts);
+    check_dataset(&m3, &s3, inputs);
+    // The Lambda workers fetched the weights from the output's models/ folder.
+    let uploaded = runtime().block_on(async {
+        let store = storage::open_str(&format!("{lambda_out}/models"), &opts)
+            .await
+            .unwrap();
+        store.list("").await.unwrap().len()
+    });
+    assert_eq!(uploaded, 8, "four networks, manifest + weights each");
+
+    // The three agree exactly on outcomes and counts, and on the crops.
+    assert_eq!(outcomes(&m1), outcomes(&m2));
+    assert_eq!(outcomes(&m1), outcomes(&m3));
+    assert_eq!(m1.identities, m2.identities);
+    assert_eq!(m1.identities, m3.identities);
+    assert_crops_agree(&s1, &s2, "local dir vs local+S3");
+    assert_crops_agree(&s1, &s3, "local dir vs lambda+S3");
+}
+
+/// ORL subjects s1..s3: 30 small photos, quick even in a debug build.
+fn small_input(root: &Path) -> usize {
+    let data = sample_data();
+    for s in ["s1", "s2", "s3"] {
+        copy_dir(&data.join("orl").join(s), &root.join(format!("orl {s}")));
+    }
+    30
+}
+
+#[test]
+fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
+    let input = tempfile::tempdir().unwrap();
+    let n = small_input(input.path());
+    for (fault, timeout) in [("crash:1", "600"), ("hang:2", "20"), ("fail:0", "600")] {
+        let out = tempfile::tempdir().unwrap();
+        let report = report_of(&facepipe(
+            &[
+                "prepare",
+                input.path().to_str().unwrap(),
+                out.path().to_str().unwrap(),
+                "--workers",
+                "2",
+                "--task-size",
+                "5",
+                "--task-timeout",
+                timeout,
+                "--json",
+            ],
+            &[("FACEPIPE_TEST_FAULT", fault)],
+        ));
+        assert_eq!(report["tasks"], 6, "{fault}");
+        assert_eq!(report["retries"], 1, "{fault}: {report}");
+        assert_eq!(report["images"], n);
+        let m = Manifest::load(out.path()).unwrap();
+        assert_eq!(m.records.len(), n, "{fault}");
+        assert_eq!(m.outcome_counts()[&Outcome::Ok] as usize, n, "{fault}");
+        assert_eq!(m.sample_count() as usize, n, "{fault}");
+        let reasons = report["retry_reasons"].to_string();
+        let task = fault.split(':').nth(1).unwrap();
+        assert!(
+            reasons.contains(&format!("task {task}")),
+            "{fault}: {reasons}"
+        );
+    }
+}
+
+#[test]
+fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
+    if !on_path("weed") {
+        eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
+        return;
+    }
+    let weed = Weed::start();
+    let endpoint = weed.endpoint();
+    let input = tempfile::tempdir().unwrap();
+    small_input(input.path());
+    let input = input.path().to_str().unwrap();
+    let cases = [
+        (
+            format!("s3://{BUCKET}/out"),
+            "not-the-secret",
+            "credentials",
+        ),
+        (
+            "s3://no-such-bucket/out".to_string(),
+            SECRET,
+            "does not exist",
+        ),
+    ];
+    for (output, secret, expect) in cases {
+        let out = facepipe(
+            &["prepare", input, &output, "--s3-endpoint", &endpoint],
+            &[
+                ("AWS_ACCESS_KEY_ID", KEY_ID),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(expect), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
+    let input = tempfile::tempdir().unwrap();
+    let n = small_input(input.path());
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "prepare",
+        input.path().to_str().unwrap(),
+        out.path().to_str().unwrap(),
+        "--workers",
+        "1",
+        "--task-size",
+        "5",
+        "--job",
+        "resume-test",
+        "--json",
+    ];
+    let mut client = Command::new(facepipe_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let results = out.path().join("jobs/resume-test/results");
+    let statuses = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("status.json"))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // Kill the client once two tasks are finished and before the job is.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while statuses(&results).len() < 2 {
+        assert!(Instant::now() < deadline, "no task finished in time");
+        assert!(client.try_wait().unwrap().is_none(), "client ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(!out.path().join(MANIFEST_FILE).exists());
+    // A worker that was mid-task when the client died may still finish; let it.
+    std::thread::sleep(Duration::from_secs(3));
+    let before: BTreeMap<PathBuf, String> = statuses(&results)
+        .into_iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(&p).unwrap();
+            (p, s)
+        })
+        .collect();
+    let finished = before.len();
+    assert!((2..6).contains(&finished), "{finished} tasks finished");
+
+    let report = report_of(&facepipe(&args, &[]));
+    assert_eq!(report["tasks_reused"], finished);
+    assert_eq!(report["attempts"], 6 - finished);
+    // The finished tasks' status objects were not rewritten.
+    for (p, s) in &before {
+        assert_eq!(&std::fs::read_to_string(p).unwrap(), s, "{}", p.display());
+    }
+    let m = Manifest::load(out.path()).unwrap();
+    assert_eq!(m.records.len(), n);
+    assert_eq!(m.sample_count() as usize, n);
+    assert_eq!(m.job.tasks_reused as usize, finished);
+
+    // A third run redoes nothing at all.
+    let again = report_of(&facepipe(&args, &[]));
+    assert_eq!(again["tasks_reused"], 6);
+    assert_eq!(again["attempts"], 0);
+}

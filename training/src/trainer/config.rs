@@ -1,0 +1,207 @@
+//! The training run's settings: everything `facepipe train` accepts, serialised into the
+//! checkpoint (so `--resume` can refuse a different run) and into `model.json`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::augment::AugmentConfig;
+use crate::data::SplitConfig;
+use crate::error::{Error, Result};
+use crate::losses::LossKind;
+
+/// Backbone family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// The 128-d ResNet of the face engine, 150 px.
+    Resnet128,
+    /// MobileFaceNet, 112 px.
+    Mobilefacenet,
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "resnet128" | "resnet" => Ok(Self::Resnet128),
+            "mobilefacenet" => Ok(Self::Mobilefacenet),
+            other => Err(format!(
+                "unknown architecture `{other}` (expected resnet128 or mobilefacenet)"
+            )),
+        }
+    }
+}
+
+/// Where the weights start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    Pretrained,
+    Scratch,
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretrained" => Ok(Self::Pretrained),
+            "scratch" => Ok(Self::Scratch),
+            other => Err(format!(
+                "unknown init `{other}` (expected pretrained or scratch)"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adamw,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "sgd" => Ok(Self::Sgd),
+            "adamw" => Ok(Self::Adamw),
+            other => Err(format!("unknown optimizer `{other}` (expected sgd or adamw)")),
+        }
+    }
+}
+
+/// Every setting of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub init: Init,
+    pub loss: LossKind,
+    /// Embedding width (the pretrained ResNet is always 128).
+    pub embedding_dim: i64,
+    /// ArcFace/CosFace scale `s`.
+    pub scale: f64,
+    /// ArcFace/CosFace margin `m` (radians for ArcFace).
+    pub margin: f64,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Peak learning rate of the head (and of a from-scratch backbone).
+    pub lr: f64,
+    /// A pretrained backbone learns at `lr × backbone_lr_mult`.
+    pub backbone_lr_mult: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Linear warm-up length before the cosine decay, in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    pub seed: u64,
+    pub split: SplitConfig,
+    /// Stop after this many epochs without a better validation score (0: never).
+    pub patience: usize,
+    /// Freeze the first N stages of the backbone (stem counts as one).
+    pub freeze_stages: usize,
+    /// Identity-balanced batches with this many images per person.
+    pub balanced: Option<usize>,
+    pub augment: AugmentConfig,
+    /// False-accept rate the shipped threshold is calibrated at (on validation people).
+    pub target_far: f64,
+    /// Cap on optimiser steps per epoch (quick runs and benchmarks).
+    pub max_steps_per_epoch: Option<usize>,
+    /// Mixed precision on CUDA (autocast + dynamic loss scaling).
+    pub amp: bool,
+    /// Start a margin head's class centres at each training person's mean embedding from the
+    /// initial backbone ("weight imprinting"; useful with a pretrained backbone).
+    #[serde(default)]
+    pub imprint: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Resnet128,
+            init: Init::Pretrained,
+            loss: LossKind::Arcface,
+            embedding_dim: 128,
+            scale: 30.0,
+            margin: 0.3,
+            epochs: 10,
+            batch: 64,
+            lr: 0.01,
+            backbone_lr_mult: 0.1,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 1.0,
+            seed: 0,
+            split: SplitConfig::default(),
+            patience: 5,
+            freeze_stages: 0,
+            balanced: None,
+            augment: AugmentConfig::default(),
+            target_far: 1e-3,
+            max_steps_per_epoch: None,
+            amp: true,
+            imprint: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Refuse combinations that cannot work, with the flag to change.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.arch == Arch::Mobilefacenet && self.init == Init::Pretrained {
+            return bad("there are no pretrained MobileFaceNet weights: use --init scratch".into());
+        }
+        if self.arch == Arch::Resnet128 && self.init == Init::Pretrained && self.embedding_dim != 128
+        {
+            return bad("the pretrained ResNet embeds in 128 dimensions: use --embedding-dim 128".into());
+        }
+        if self.epochs == 0 || self.batch < 2 {
+            return bad("--epochs must be ≥ 1 and --batch ≥ 2".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr must be a positive number, not {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.target_far) || self.target_far == 0.0 {
+            return bad(format!("--target-far must be in (0, 1), not {}", self.target_far));
+        }
+        if !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.margin) {
+            return bad(format!("--margin must be in [0, π/2), not {}", self.margin));
+        }
+        Ok(())
+    }
+
+    /// The architecture name recorded in `model.json`.
+    pub fn arch_name(&self) -> &'static str {
+        match self.arch {
+            Arch::Resnet128 => crate::resnet::ARCH,
+            Arch::Mobilefacenet => crate::mobilefacenet::ARCH,
+        }
+    }
+
+    /// Input geometry and normalisation of the architecture.
+    pub fn input(&self) -> crate::preprocess::InputSpec {
+        match self.arch {
+            Arch::Resnet128 => crate::preprocess::InputSpec::pretrained_resnet(),
+            Arch::Mobilefacenet => crate::preprocess::InputSpec::mobilefacenet(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = TrainConfig::default();
+        c.check().unwrap();
+        let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let bad = TrainConfig {
+            arch: Arch::Mobilefacenet,
+            ..TrainConfig::default()
+        };
+        assert!(bad.check().is_err());
+    }
+}

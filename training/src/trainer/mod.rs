@@ -1,0 +1,584 @@
+//! The training loop behind `facepipe train`: split by identity, build the backbone
+//! (pretrained ResNet or a from-scratch MobileFaceNet) and a margin head, optimise with SGD or
+//! AdamW under a warm-up + cosine schedule, validate on held-out people each epoch (early
+//! stopping), checkpoint every epoch (`--resume`), and finish with a calibrated threshold,
+//! held-out test metrics and a model artifact.
+//!
+//! Var-store layout: backbone variables at the root (optimiser group 0, so a pretrained
+//! backbone can learn slower), the head under `head.` (group 1; not saved in the artifact).
+
+pub mod config;
+pub mod plots;
+pub mod sweep;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind};
+
+use crate::artifact::{self, ModelJson};
+use crate::backbone::EmbeddingNet;
+use crate::data::{FaceSet, IdentitySplit, Loader, LoaderConfig, Subset};
+use crate::embedder::{DistanceKind, Metric};
+use crate::error::{Error, Result};
+use crate::losses::{build_head, Head};
+use crate::mobilefacenet::MobileFaceNet;
+use crate::resnet::FaceResNet;
+
+pub use config::{Arch, Init, OptimizerKind, TrainConfig};
+pub use validate::PairSummary;
+
+/// Folder inside OUT holding the resumable state.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+const STATE_FILE: &str = "state.json";
+const LAST_WEIGHTS: &str = "last.safetensors";
+const BEST_WEIGHTS: &str = "best.safetensors";
+
+/// How a run is driven (not part of the run's identity).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub device: Device,
+    /// Pretrained weights folder (`None`: the default model cache).
+    pub models: Option<PathBuf>,
+    /// Continue from OUT/checkpoint.
+    pub resume: bool,
+    /// Draw progress bars (off in tests and parallel sweeps).
+    pub progress: bool,
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub steps: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+    /// Validation verification on held-out people (absent without validation people).
+    pub val: Option<PairSummary>,
+}
+
+/// What is saved in the checkpoint folder besides the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub config: TrainConfig,
+    pub split: IdentitySplit,
+    pub classes: usize,
+    pub completed_epochs: usize,
+    pub global_step: usize,
+    pub best_epoch: Option<usize>,
+    pub best_score: f64,
+    pub epochs_without_improvement: usize,
+    pub stopped_early: bool,
+    pub history: Vec<EpochLog>,
+}
+
+/// The result of a finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub state: TrainState,
+    pub metrics: serde_json::Value,
+    pub threshold: f32,
+    /// Validation score of the kept epoch (balanced verification accuracy, or −train loss).
+    pub best_score: f64,
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(path.display().to_string(), e))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::json(path.display().to_string(), e))
+}
+
+/// Learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
+pub fn schedule(base: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Var-store prefixes of each backbone stage, in order (for `--freeze-stages`).
+fn stages(arch: Arch) -> Vec<Vec<String>> {
+    match arch {
+        Arch::Resnet128 => vec![
+            vec!["conv32_down.".into()],
+            vec!["conv32_".into()],
+            vec!["conv64_".into()],
+            vec!["conv128_".into()],
+            vec!["conv256_".into()],
+        ],
+        Arch::Mobilefacenet => vec![
+            vec!["stem.".into(), "stem_dw.".into()],
+            (0..5).map(|i| format!("stages.{i}.")).collect(),
+            (5..12).map(|i| format!("stages.{i}.")).collect(),
+            (12..15).map(|i| format!("stages.{i}.")).collect(),
+        ],
+    }
+}
+
+struct Model {
+    vs: nn::VarStore,
+    net: Box<dyn EmbeddingNet>,
+    head: Box<dyn Head>,
+}
+
+fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<Model> {
+    let mut vs = nn::VarStore::new(opts.device);
+    let net: Box<dyn EmbeddingNet> = match (cfg.arch, cfg.init) {
+        (Arch::Resnet128, Init::Pretrained) => {
+            let models = facepipe_pipeline::ModelDir::locate(opts.models.as_deref())?;
+            let weights = models.load(facepipe_pipeline::models::FACE_RECOGNITION)?;
+            Box::new(FaceResNet::pretrained(&vs, &weights)?)
+        }
+        (Arch::Resnet128, Init::Scratch) => Box::new(FaceResNet::new(&vs.root(), cfg.embedding_dim)),
+        (Arch::Mobilefacenet, _) => Box::new(MobileFaceNet::new(&vs.root(), cfg.embedding_dim)),
+    };
+    let head = build_head(
+        cfg.loss,
+        vs.root().set_group(1) / "head",
+        cfg.embedding_dim,
+        classes as i64,
+        cfg.scale,
+        cfg.margin,
+    );
+    if cfg.freeze_stages > 0 {
+        let groups = stages(cfg.arch);
+        let frozen: Vec<&String> = groups.iter().take(cfg.freeze_stages).flatten().collect();
+        for (name, t) in vs.variables() {
+            if frozen.iter().any(|p| name.starts_with(p.as_str())) {
+                // Frozen variables get no gradient; the optimisers skip them.
+                let _ = t.set_requires_grad(false);
+            }
+        }
+    }
+    if opts.device.is_cuda() && cfg.amp {
+        // Weights stay f32 (master copy); autocast runs the convolutions in half precision.
+        vs.float();
+    }
+    Ok(Model { vs, net, head })
+}
+
+fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+    let opt = match cfg.optimizer {
+        OptimizerKind::Sgd => nn::Sgd {
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            wd: cfg.weight_decay,
+            nesterov: cfg.momentum > 0.0,
+        }
+        .build(vs, cfg.lr)?,
+        OptimizerKind::Adamw => nn::adamw(0.9, 0.999, cfg.weight_decay).build(vs, cfg.lr)?,
+    };
+    Ok(opt)
+}
+
+/// Group learning rates for the current step (backbone slower when pretrained).
+fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
+    let mult = if cfg.init == Init::Pretrained {
+        cfg.backbone_lr_mult
+    } else {
+        1.0
+    };
+    opt.set_lr_group(0, lr * mult);
+    opt.set_lr_group(1, lr);
+}
+
+/// Dynamic loss scale for half-precision training (doubles after a run of good steps, halves
+/// and skips the step on overflow).
+struct LossScale {
+    scale: f64,
+    good: usize,
+}
+
+fn grads_finite(vs: &nn::VarStore) -> bool {
+    tch::no_grad(|| {
+        vs.trainable_variables().iter().all(|v| {
+            let g = v.grad();
+            !g.defined() || g.isfinite().all().int64_value(&[]) != 0
+        })
+    })
+}
+
+/// Train on the prepared dataset at `dataset`, writing checkpoints and the artifact into `out`.
+pub fn train(dataset: &Path, out: &Path, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
+    cfg.check()?;
+    crate::init_threads();
+    let faces = FaceSet::load(dataset)?;
+    train_on(&faces, out, cfg, opts)
+}
+
+/// [`train`] on an already loaded [`FaceSet`] (sweeps share one).
+pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
+    cfg.check()?;
+    let ckpt = out.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
+    let state_path = ckpt.join(STATE_FILE);
+
+    let split = IdentitySplit::new(&faces.counts(), &cfg.split, 2)?;
+    let train_set = faces.subset(&split.train);
+    let val_set = faces.subset(&split.val);
+    let test_set = faces.subset(&split.test);
+    if train_set.classes < 2 {
+        return Err(Error::Invalid(format!(
+            "only {} training people: a classifier needs at least 2; lower --val-people/--test-people",
+            train_set.classes
+        )));
+    }
+
+    let mut state = if opts.resume {
+        if !state_path.is_file() {
+            return Err(Error::Invalid(format!(
+                "--resume: no checkpoint at {} (start without --resume)",
+                state_path.display()
+            )));
+        }
+        let state: TrainState = read_json(&state_path)?;
+        let mut resumable = state.config.clone();
+        resumable.epochs = cfg.epochs;
+        resumable.patience = cfg.patience;
+        if resumable != *cfg || state.split != split {
+            return Err(Error::Invalid(format!(
+                "--resume: the checkpoint in {} was made with different settings or data; \
+                 use the same options (only --epochs and --patience may change) or a new OUT",
+                ckpt.display()
+            )));
+        }
+        let mut s = state;
+        s.config = cfg.clone();
+        s
+    } else {
+        if state_path.exists() {
+            return Err(Error::Invalid(format!(
+                "{} already holds a training checkpoint: pass --resume to continue it, or choose another OUT",
+                out.display()
+            )));
+        }
+        TrainState {
+            config: cfg.clone(),
+            split: split.clone(),
+            classes: train_set.classes,
+            completed_epochs: 0,
+            global_step: 0,
+            best_epoch: None,
+            best_score: f64::NEG_INFINITY,
+            epochs_without_improvement: 0,
+            stopped_early: false,
+            history: Vec::new(),
+        }
+    };
+    write_json(&out.join("split.json"), &split)?;
+
+    tch::manual_seed(cfg.seed as i64);
+    let mut model = build_model(cfg, train_set.classes, opts)?;
+    if opts.resume {
+        model.vs.load(ckpt.join(LAST_WEIGHTS))?;
+    }
+    let input = cfg.input();
+    if !opts.resume && cfg.imprint {
+        imprint(&model, &train_set, &input, cfg.batch.clamp(8, 256), opts.device)?;
+    }
+    let mut opt = build_optimizer(cfg, &model.vs)?;
+
+    let loader = Loader::new(
+        train_set.clone(),
+        LoaderConfig {
+            batch: cfg.batch,
+            input: input.clone(),
+            augment: Some(cfg.augment),
+            balanced: cfg.balanced,
+            shuffle: true,
+            drop_last: train_set.len() >= cfg.batch,
+            seed: cfg.seed,
+            prefetch: 4,
+            device: opts.device,
+        },
+    )?;
+    let steps_per_epoch = cfg
+        .max_steps_per_epoch
+        .map_or(loader.batches_per_epoch(), |m| m.min(loader.batches_per_epoch()))
+        .max(1);
+    let total = steps_per_epoch * cfg.epochs;
+    let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let amp = opts.device.is_cuda() && cfg.amp;
+    let mut scaler = LossScale { scale: 65536.0, good: 0 };
+    let eval_batch = cfg.batch.clamp(8, 256);
+
+    while state.completed_epochs < cfg.epochs && !state.stopped_early {
+        let epoch = state.completed_epochs;
+        let bar = if opts.progress {
+            let b = ProgressBar::new(steps_per_epoch as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let started = Instant::now();
+        let (mut loss_sum, mut acc_sum, mut steps, mut images) = (0f64, 0f64, 0usize, 0usize);
+        let mut lr = cfg.lr;
+        for batch in loader.epoch(epoch as u64).take(steps_per_epoch) {
+            let batch = batch?;
+            lr = schedule(cfg.lr, state.global_step, warmup, total);
+            set_lrs(&mut opt, cfg, lr);
+            let out = tch::autocast(amp, || {
+                let emb = model.net.forward_t(&batch.images, true);
+                model.head.forward(&emb.to_kind(Kind::Float), &batch.labels)
+            });
+            let loss = out.loss.double_value(&[]);
+            if !loss.is_finite() && !amp {
+                return Err(Error::Invalid(format!(
+                    "the loss became {loss} at epoch {} step {steps}: lower --lr (now {})",
+                    epoch + 1,
+                    cfg.lr
+                )));
+            }
+            if amp {
+                opt.zero_grad();
+                (&out.loss * scaler.scale).backward();
+                if loss.is_finite() && grads_finite(&model.vs) {
+                    tch::no_grad(|| {
+                        for v in model.vs.trainable_variables() {
+                            let mut g = v.grad();
+                            if g.defined() {
+                                let _ = g.g_div_scalar_(scaler.scale);
+                            }
+                        }
+                    });
+                    opt.step();
+                    scaler.good += 1;
+                    if scaler.good >= 1000 {
+                        scaler.scale *= 2.0;
+                        scaler.good = 0;
+                    }
+                } else {
+                    scaler.scale = (scaler.scale / 2.0).max(1.0);
+                    scaler.good = 0;
+                }
+            } else {
+                opt.backward_step(&out.loss);
+            }
+            let acc = out.accuracy.double_value(&[]);
+            steps += 1;
+            state.global_step += 1;
+            images += batch.indices.len();
+            loss_sum += loss;
+            acc_sum += acc;
+            let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {loss:.3} acc {acc:.2} lr {lr:.2e} {rate:.0} img/s"));
+            bar.inc(1);
+            tracing::debug!(epoch = epoch + 1, step = steps, loss, acc, lr, img_per_s = rate, "step");
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let steps_f = steps.max(1) as f64;
+        let val = if val_set.is_empty() {
+            None
+        } else {
+            Some(validate_people(model.net.as_ref(), &val_set, &input, eval_batch, opts.device)?.0)
+        };
+        let log = EpochLog {
+            epoch: epoch + 1,
+            steps,
+            train_loss: loss_sum / steps_f,
+            train_accuracy: acc_sum / steps_f,
+            lr,
+            images_per_s: images as f64 / seconds.max(1e-9),
+            seconds,
+            val,
+        };
+        let score = log
+            .val
+            .map_or(-log.train_loss, |v| v.best_balanced_accuracy + 1e-3 * v.auc);
+        tracing::info!(
+            "epoch {}/{}: loss {:.4} acc {:.3} {:.0} img/s{}",
+            epoch + 1,
+            cfg.epochs,
+            log.train_loss,
+            log.train_accuracy,
+            log.images_per_s,
+            log.val.map_or(String::new(), |v| format!(
+                ", validation accuracy {:.4} AUC {:.4}",
+                v.best_balanced_accuracy, v.auc
+            ))
+        );
+        if opts.progress {
+            eprintln!(
+                "epoch {}/{}: loss {:.4}, train acc {:.3}, {:.0} img/s{}",
+                epoch + 1,
+                cfg.epochs,
+                log.train_loss,
+                log.train_accuracy,
+                log.images_per_s,
+                log.val.map_or(String::new(), |v| format!(
+                    ", validation verification acc {:.4} AUC {:.4}",
+                    v.best_balanced_accuracy, v.auc
+                ))
+            );
+        }
+        state.history.push(log);
+        state.completed_epochs += 1;
+        model.vs.save(ckpt.join(LAST_WEIGHTS))?;
+        if score > state.best_score {
+            state.best_score = score;
+            state.best_epoch = Some(epoch + 1);
+            state.epochs_without_improvement = 0;
+            model.vs.save(ckpt.join(BEST_WEIGHTS))?;
+        } else {
+            state.epochs_without_improvement += 1;
+            if cfg.patience > 0 && state.epochs_without_improvement >= cfg.patience {
+                state.stopped_early = true;
+                if opts.progress {
+                    eprintln!(
+                        "early stop: no better validation score for {} epochs (best: epoch {})",
+                        cfg.patience,
+                        state.best_epoch.unwrap_or(0)
+                    );
+                }
+            }
+        }
+        write_json(&state_path, &state)?;
+    }
+
+    // Ship the best epoch, not the last.
+    let best = ckpt.join(BEST_WEIGHTS);
+    if best.is_file() {
+        model.vs.load(&best)?;
+    }
+    finish(out, cfg, &state, &model, &val_set, &test_set, opts)
+}
+
+/// Set the class centres to the normalised mean embedding of each training person.
+fn imprint(
+    model: &Model,
+    set: &Subset,
+    input: &crate::preprocess::InputSpec,
+    batch: usize,
+    device: Device,
+) -> Result<()> {
+    let Some(centres) = model.head.centres() else {
+        return Ok(());
+    };
+    let emb = validate::embed_subset(model.net.as_ref(), set, input, batch, device)?;
+    let labels = tch::Tensor::from_slice(set.labels.as_slice());
+    let dim = emb.size()[1];
+    let sums = tch::Tensor::zeros([set.classes as i64, dim], (Kind::Float, Device::Cpu))
+        .index_add(0, &labels, &emb);
+    let norm = sums
+        .norm_scalaropt_dim(2.0, [1i64].as_slice(), true)
+        .clamp_min(1e-12);
+    let mut centres = centres.shallow_clone();
+    tch::no_grad(|| centres.f_copy_(&(sums / norm).to_device(centres.device())))?;
+    Ok(())
+}
+
+/// Embed a set of people and summarise all their pairs; also returns the raw scores.
+fn validate_people(
+    net: &dyn EmbeddingNet,
+    set: &Subset,
+    input: &crate::preprocess::InputSpec,
+    batch: usize,
+    device: Device,
+) -> Result<(PairSummary, Vec<f32>, Vec<f32>)> {
+    let emb = validate::embed_subset(net, set, input, batch, device)?;
+    let (g, i) = validate::pair_scores(&emb, &set.labels)?;
+    Ok((validate::summarise(&g, &i), g, i))
+}
+
+fn finish(
+    out: &Path,
+    cfg: &TrainConfig,
+    state: &TrainState,
+    model: &Model,
+    val_set: &Subset,
+    test_set: &Subset,
+    opts: &RunOptions,
+) -> Result<TrainSummary> {
+    let input = cfg.input();
+    let eval_batch = cfg.batch.clamp(8, 256);
+    // Threshold: cosine distance (1 − similarity) at the target FAR on validation people; on
+    // the training people when there are no validation people.
+    let calib_set = if val_set.is_empty() {
+        tracing::warn!("no validation people: calibrating the threshold on training people");
+        None
+    } else {
+        Some(val_set)
+    };
+    let (val_summary, g, i) = match calib_set {
+        Some(s) => validate_people(model.net.as_ref(), s, &input, eval_batch, opts.device)?,
+        None => (PairSummary::default(), Vec::new(), Vec::new()),
+    };
+    let (sim_thr, val_tar) = if g.is_empty() || i.is_empty() {
+        (0.5, 0.0)
+    } else {
+        validate::threshold_at_far(&g, &i, cfg.target_far)
+    };
+    let threshold = 1.0 - sim_thr;
+    let mut metrics = serde_json::json!({
+        "threshold": {
+            "distance": "cosine",
+            "value": threshold,
+            "target_far": cfg.target_far,
+            "calibrated_on": if calib_set.is_some() { "validation people" } else { "none (default 0.5)" },
+            "validation_tar_at_target_far": val_tar,
+        },
+        "validation": val_summary,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.completed_epochs,
+        "stopped_early": state.stopped_early,
+        "people": { "train": state.split.train.len(), "validation": state.split.val.len(), "test": state.split.test.len() },
+    });
+    if !test_set.is_empty() {
+        let (summary, g, i) = validate_people(model.net.as_ref(), test_set, &input, eval_batch, opts.device)?;
+        let accepted_g = g.iter().filter(|&&s| 1.0 - s < threshold).count();
+        let accepted_i = i.iter().filter(|&&s| 1.0 - s < threshold).count();
+        let (_, tar_1e3) = validate::threshold_at_far(&g, &i, 1e-3);
+        let (_, tar_1e2) = validate::threshold_at_far(&g, &i, 1e-2);
+        metrics["test"] = serde_json::json!({
+            "pairs": summary,
+            "tar_at_far_1e-3": tar_1e3,
+            "tar_at_far_1e-2": tar_1e2,
+            "at_calibrated_threshold": {
+                "tar": accepted_g as f64 / g.len().max(1) as f64,
+                "far": accepted_i as f64 / i.len().max(1) as f64,
+            },
+        });
+    }
+    let metric = Metric {
+        distance: DistanceKind::Cosine,
+        threshold: threshold as f32,
+    };
+    let mut json = ModelJson::new(cfg.arch_name(), input, cfg.embedding_dim as usize, metric);
+    json.training = serde_json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
+    json.training["history"] =
+        serde_json::to_value(&state.history).map_err(|e| Error::json("history", e))?;
+    json.metrics = metrics.clone();
+    artifact::save(out, &model.vs, &json)?;
+    write_json(&out.join("metrics.json"), &metrics)?;
+    crate::trainer::plots::loss_png(&out.join("loss.png"), &state.history)?;
+    Ok(TrainSummary {
+        out: out.to_path_buf(),
+        state: state.clone(),
+        metrics,
+        threshold: threshold as f32,
+        best_score: state.best_score,
+    })
+}

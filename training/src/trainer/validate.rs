@@ -1,0 +1,152 @@
+//! Verification scores the training loop needs on its own: embed a set of people, score every
+//! pair, and summarise (ROC AUC, best accuracy, threshold at a target false-accept rate).
+//! Used for early stopping on validation people and for calibrating the shipped threshold.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::backbone::EmbeddingNet;
+use crate::data::{Loader, LoaderConfig, Subset};
+use crate::error::{Error, Result};
+use crate::preprocess::InputSpec;
+
+/// L2-normalised embeddings of every item of `subset` (in subset order), as an N×D CPU tensor.
+pub fn embed_subset(
+    net: &dyn EmbeddingNet,
+    subset: &Subset,
+    input: &InputSpec,
+    batch: usize,
+    device: Device,
+) -> Result<Tensor> {
+    let loader = Loader::new(subset.clone(), LoaderConfig::eval(batch, input.clone(), device))?;
+    let mut parts = Vec::new();
+    for b in loader.epoch(0) {
+        let b = b?;
+        let e = tch::no_grad(|| net.forward_t(&b.images, false))
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu);
+        let norm = e
+            .norm_scalaropt_dim(2.0, [1i64].as_slice(), true)
+            .clamp_min(1e-12);
+        parts.push(e / norm);
+    }
+    if parts.is_empty() {
+        return Err(Error::Invalid("no images to embed".into()));
+    }
+    Ok(Tensor::cat(&parts, 0))
+}
+
+/// Cosine similarities of all genuine (same person) and impostor pairs `i < j`.
+pub fn pair_scores(embeddings: &Tensor, labels: &[i64]) -> Result<(Vec<f32>, Vec<f32>)> {
+    let sim = embeddings.matmul(&embeddings.tr()).contiguous();
+    let n = labels.len();
+    let flat = Vec::<f32>::try_from(sim.flatten(0, -1))?;
+    if flat.len() != n * n {
+        return Err(Error::Invalid(format!(
+            "{} similarities for {n} embeddings",
+            flat.len()
+        )));
+    }
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = flat[i * n + j];
+            if labels[i] == labels[j] {
+                genuine.push(s);
+            } else {
+                impostor.push(s);
+            }
+        }
+    }
+    Ok((genuine, impostor))
+}
+
+/// Summary of a genuine/impostor score set (higher score = more alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PairSummary {
+    pub genuine_pairs: usize,
+    pub impostor_pairs: usize,
+    /// Area under the ROC curve.
+    pub auc: f64,
+    /// Accuracy at the best similarity threshold, genuine and impostor pairs weighted equally.
+    pub best_balanced_accuracy: f64,
+    /// Similarity at which that accuracy is reached.
+    pub best_threshold: f32,
+}
+
+/// AUC and the best balanced accuracy.
+pub fn summarise(genuine: &[f32], impostor: &[f32]) -> PairSummary {
+    let mut all: Vec<(f32, bool)> = genuine
+        .iter()
+        .map(|&s| (s, true))
+        .chain(impostor.iter().map(|&s| (s, false)))
+        .collect();
+    // Descending score: walking down moves the threshold from strict to lenient.
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (ng, ni) = (genuine.len() as f64, impostor.len() as f64);
+    let (mut tp, mut fp) = (0f64, 0f64);
+    let mut auc = 0.0;
+    let mut best = (0.5, f32::INFINITY);
+    let mut i = 0;
+    while i < all.len() {
+        let s = all[i].0;
+        let (tp0, fp0) = (tp, fp);
+        while i < all.len() && all[i].0 == s {
+            if all[i].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        if ng > 0.0 && ni > 0.0 {
+            // Trapezoid between (fp0, tp0) and (fp, tp) handles ties.
+            auc += (fp - fp0) / ni * (tp + tp0) / (2.0 * ng);
+            let acc = 0.5 * (tp / ng + (ni - fp) / ni);
+            if acc > best.0 {
+                best = (acc, s);
+            }
+        }
+    }
+    PairSummary {
+        genuine_pairs: genuine.len(),
+        impostor_pairs: impostor.len(),
+        auc,
+        best_balanced_accuracy: best.0,
+        best_threshold: best.1,
+    }
+}
+
+/// The smallest similarity threshold whose false-accept rate on `impostor` is at most `far`
+/// (pairs scoring strictly above it are accepted), and the genuine accept rate there.
+pub fn threshold_at_far(genuine: &[f32], impostor: &[f32], far: f64) -> (f32, f64) {
+    let mut imp = impostor.to_vec();
+    imp.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (far * imp.len() as f64).floor() as usize;
+    let thr = match imp.get(allowed) {
+        Some(&t) => t,
+        None => -1.0,
+    };
+    let tar = if genuine.is_empty() {
+        0.0
+    } else {
+        genuine.iter().filter(|&&g| g > thr).count() as f64 / genuine.len() as f64
+    };
+    (thr, tar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perfect_and_random_separation() {
+        let s = summarise(&[0.9, 0.8, 0.7], &[0.1, 0.2, 0.3, 0.4]);
+        assert!((s.auc - 1.0).abs() < 1e-12);
+        assert!((s.best_balanced_accuracy - 1.0).abs() < 1e-12);
+        let s = summarise(&[0.5, 0.5], &[0.5, 0.5]);
+        assert!((s.auc - 0.5).abs() < 1e-12);
+        let (thr, tar) = threshold_at_far(&[0.9, 0.35], &[0.1, 0.2, 0.3, 0.4], 0.25);
+        assert_eq!(thr, 0.3);
+        assert_eq!(tar, 1.0);
+    }
+}
