@@ -99,7 +99,10 @@ fn photos(dirs: &[PathBuf]) -> Vec<PathBuf> {
                 stack.extend(rd.flatten().map(|e| e.path()));
             }
         } else if matches!(
-            p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+            p.extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
             Some("jpg" | "jpeg" | "png" | "pgm" | "gif" | "webp" | "bmp")
         ) {
             out.push(p);
@@ -144,7 +147,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut report = serde_json::Map::new();
     for threads in [1usize, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         let t = Instant::now();
         let samples: Vec<Vec<(&'static str, f64)>> =
             pool.install(|| files.par_iter().map(|p| run_one(&engines, p)).collect());
@@ -178,7 +183,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report.insert("photos".into(), json!(files.len()));
     report.insert(
         "folders".into(),
-        json!(dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>()),
+        json!(dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()),
     );
 
     if let Some(b) = baseline {
@@ -194,7 +202,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let s = summary(&xs);
                 let ours = &report["threads_1"]["stages"][k.as_str()]["median_ms"];
                 if let (Some(theirs), Some(ours)) = (s["median_ms"].as_f64(), ours.as_f64()) {
-                    println!("  {k:<32} reference median {theirs:>8.2} ms -> {:.1}x faster", theirs / ours);
+                    println!(
+                        "  {k:<32} reference median {theirs:>8.2} ms -> {:.1}x faster",
+                        theirs / ours
+                    );
                     ratios.insert(k.clone(), json!(theirs / ours));
                 }
                 base_summary.insert(k.clone(), s);
@@ -208,7 +219,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(parent) = out_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&out_path, serde_json::to_string_pretty(&Value::Object(report))?)?;
+    std::fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&Value::Object(report))?,
+    )?;
     println!("wrote {}", out_path.display());
     Ok(())
 }

@@ -96,9 +96,7 @@ pub fn faceapi_rect(landmarks: &Landmarks68, crop_w: u32, crop_h: u32) -> BBox {
     let le = landmarks.centroid(36..42);
     let re = landmarks.centroid(42..48);
     let mo = landmarks.centroid(48..68);
-    let dist = |a: [f32; 2], b: [f32; 2]| {
-        (f64::from(a[0] - b[0])).hypot(f64::from(a[1] - b[1]))
-    };
+    let dist = |a: [f32; 2], b: [f32; 2]| (f64::from(a[0] - b[0])).hypot(f64::from(a[1] - b[1]));
     let d = (dist(mo, le) + dist(mo, re)) / 2.0;
     let size = (d / 0.45).floor();
     let rx = (f64::from(le[0]) + f64::from(re[0]) + f64::from(mo[0])) / 3.0;
@@ -115,20 +113,65 @@ pub fn faceapi_rect(landmarks: &Landmarks68, crop_w: u32, crop_h: u32) -> BBox {
 
 // dlib's mean face shape (`get_face_chip_details`), points 17..67 in the unit square.
 const MEAN_X: [f64; 51] = [
-    0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124, 0.904991,
-    0.98004, 0.490127, 0.490127, 0.490127, 0.490127, 0.36688, 0.426036, 0.490127, 0.554217,
-    0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743, 0.645647, 0.714428,
-    0.793132, 0.858516, 0.79751, 0.719335, 0.254149, 0.340985, 0.428858, 0.490127, 0.551395,
-    0.639268, 0.726104, 0.642159, 0.556721, 0.490127, 0.423532, 0.338094, 0.290379, 0.428096,
-    0.490127, 0.552157, 0.689874, 0.553364, 0.490127, 0.42689,
+    0.000213256,
+    0.0752622,
+    0.18113,
+    0.29077,
+    0.393397,
+    0.586856,
+    0.689483,
+    0.799124,
+    0.904991,
+    0.98004,
+    0.490127,
+    0.490127,
+    0.490127,
+    0.490127,
+    0.36688,
+    0.426036,
+    0.490127,
+    0.554217,
+    0.613373,
+    0.121737,
+    0.187122,
+    0.265825,
+    0.334606,
+    0.260918,
+    0.182743,
+    0.645647,
+    0.714428,
+    0.793132,
+    0.858516,
+    0.79751,
+    0.719335,
+    0.254149,
+    0.340985,
+    0.428858,
+    0.490127,
+    0.551395,
+    0.639268,
+    0.726104,
+    0.642159,
+    0.556721,
+    0.490127,
+    0.423532,
+    0.338094,
+    0.290379,
+    0.428096,
+    0.490127,
+    0.552157,
+    0.689874,
+    0.553364,
+    0.490127,
+    0.42689,
 ];
 const MEAN_Y: [f64; 51] = [
-    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482,
-    0.038915, 0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326, 0.609345, 0.628106,
-    0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077, 0.231733,
-    0.179852, 0.178758, 0.216423, 0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578,
-    0.727388, 0.745405, 0.780233, 0.864805, 0.902192, 0.909281, 0.902192, 0.864805, 0.784792,
-    0.778746, 0.785343, 0.778746, 0.784792, 0.824182, 0.831803, 0.824182,
+    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891, 0.0187482, 0.038915,
+    0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326, 0.609345, 0.628106, 0.609345,
+    0.587326, 0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077, 0.231733, 0.179852,
+    0.178758, 0.216423, 0.244077, 0.245099, 0.780233, 0.745405, 0.727388, 0.742578, 0.727388,
+    0.745405, 0.780233, 0.864805, 0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746,
+    0.785343, 0.778746, 0.784792, 0.824182, 0.831803, 0.824182,
 ];
 
 /// The landmarks dlib fits: nose, eyes and the outer mouth's upper part plus the inner lip
@@ -167,7 +210,12 @@ pub fn similarity_transform(src: &[[f64; 2]], dst: &[[f64; 2]]) -> (f64, f64, f6
         return (1.0, 0.0, md[0] - ms[0], md[1] - ms[1]);
     }
     let (a, b) = (dot / var, cross / var);
-    (a, b, md[0] - (a * ms[0] - b * ms[1]), md[1] - (b * ms[0] + a * ms[1]))
+    (
+        a,
+        b,
+        md[0] - (a * ms[0] - b * ms[1]),
+        md[1] - (b * ms[0] + a * ms[1]),
+    )
 }
 
 /// dlib's `get_face_chip_details(shape, size, padding)`.
@@ -176,7 +224,9 @@ pub fn chip_details(landmarks: &Landmarks68, size: u32, padding: f64) -> ChipDet
     let mut from = Vec::new();
     let mut to = Vec::new();
     for i in template_indices() {
-        let Some(p) = landmarks.0.get(i) else { continue };
+        let Some(p) = landmarks.0.get(i) else {
+            continue;
+        };
         let tx = (padding + MEAN_X[i - 17]) / (2.0 * padding + 1.0) * size_f;
         let ty = (padding + MEAN_Y[i - 17]) / (2.0 * padding + 1.0) * size_f;
         from.push([tx, ty]);
@@ -190,6 +240,38 @@ pub fn chip_details(landmarks: &Landmarks68, size: u32, padding: f64) -> ChipDet
         side: size_f * a.hypot(b),
         angle: b.atan2(a),
     }
+}
+
+/// How far the landmarks are from a similarity transform of dlib's mean face: the RMS
+/// distance between the fitted template and the landmarks, as a fraction of the chip side.
+/// Small for real faces; large for a shape no face makes.
+pub fn template_fit_error(landmarks: &Landmarks68) -> f64 {
+    let size = f64::from(CROP_SIZE);
+    let mut from = Vec::new();
+    let mut to = Vec::new();
+    for i in template_indices() {
+        let Some(p) = landmarks.0.get(i) else { continue };
+        from.push([
+            (CHIP_PADDING + MEAN_X[i - 17]) / (2.0 * CHIP_PADDING + 1.0) * size,
+            (CHIP_PADDING + MEAN_Y[i - 17]) / (2.0 * CHIP_PADDING + 1.0) * size,
+        ]);
+        to.push([f64::from(p[0]), f64::from(p[1])]);
+    }
+    let (a, b, tx, ty) = similarity_transform(&from, &to);
+    let side = size * a.hypot(b);
+    if from.is_empty() || side <= 0.0 {
+        return f64::INFINITY;
+    }
+    let sq: f64 = from
+        .iter()
+        .zip(&to)
+        .map(|(f, t)| {
+            let x = a * f[0] - b * f[1] + tx;
+            let y = b * f[0] + a * f[1] + ty;
+            (x - t[0]).powi(2) + (y - t[1]).powi(2)
+        })
+        .sum();
+    (sq / from.len() as f64).sqrt() / side
 }
 
 /// A float RGB image (working buffer for the pyramid and the sampling).
@@ -255,8 +337,8 @@ impl FloatImage {
         let d = self.data[(yi + 1) * self.w + xi + 1];
         let mut out = [0.0; 3];
         for k in 0..3 {
-            out[k] = (1.0 - fy) * ((1.0 - fx) * a[k] + fx * b[k])
-                + fy * ((1.0 - fx) * c[k] + fx * d[k]);
+            out[k] =
+                (1.0 - fy) * ((1.0 - fx) * a[k] + fx * b[k]) + fy * ((1.0 - fx) * c[k] + fx * d[k]);
         }
         out
     }
@@ -266,8 +348,7 @@ impl FloatImage {
 pub fn extract_chip(image: &RgbImage, chip: &ChipDetails, size: u32) -> RgbImage {
     let n = size as usize;
     let mut out = RgbImage::new(size, size);
-    if !(chip.cx.is_finite() && chip.cy.is_finite() && chip.side.is_finite() && chip.side > 0.0)
-    {
+    if !(chip.cx.is_finite() && chip.cy.is_finite() && chip.side.is_finite() && chip.side > 0.0) {
         return out;
     }
     let (iw, ih) = (f64::from(image.width()), f64::from(image.height()));

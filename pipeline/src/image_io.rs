@@ -64,7 +64,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     // Read the header without limits: the pixel limit below is the check that says why.
     let mut reader = reader;
     reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, format))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, format))?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
@@ -111,7 +113,9 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 fn map_image_error(e: ImageError, format: image::ImageFormat) -> Error {
     match e {
-        ImageError::Limits(l) => unreadable(format!("{format:?} image exceeds decoding limits: {l}")),
+        ImageError::Limits(l) => {
+            unreadable(format!("{format:?} image exceeds decoding limits: {l}"))
+        }
         other => unreadable(format!("{format:?}: {other}")),
     }
 }

@@ -28,7 +28,9 @@ impl Landmarks68 {
     pub fn centroid(&self, range: std::ops::Range<usize>) -> Point {
         let pts = &self.0[range.start.min(self.0.len())..range.end.min(self.0.len())];
         let n = pts.len().max(1) as f32;
-        let (sx, sy) = pts.iter().fold((0.0, 0.0), |(x, y), p| (x + p[0], y + p[1]));
+        let (sx, sy) = pts
+            .iter()
+            .fold((0.0, 0.0), |(x, y), p| (x + p[0], y + p[1]));
         [sx / n, sy / n]
     }
 }

@@ -17,7 +17,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -39,7 +43,11 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend([8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
     chunk(&mut png, b"IEND", &[]);
     png
 }
@@ -65,7 +73,10 @@ fn text_named_jpg_is_unreadable() {
     std::fs::write(&path, "these are not the pixels you are looking for\n").unwrap();
     let err = open(&path, &DecodeLimits::default()).unwrap_err();
     assert!(matches!(err, Error::Unreadable { .. }), "{err}");
-    assert!(err.to_string().contains("not a recognised image format"), "{err}");
+    assert!(
+        err.to_string().contains("not a recognised image format"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -103,7 +114,10 @@ fn byte_limit_is_checked_before_reading() {
         ..DecodeLimits::default()
     };
     let err = open(&fixture("two_people.jpg"), &limits).unwrap_err();
-    assert!(matches!(err, Error::TooManyBytes { limit: 1000, .. }), "{err}");
+    assert!(
+        matches!(err, Error::TooManyBytes { limit: 1000, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,6 +137,10 @@ fn good_files_of_every_kind_decode_to_rgb() {
     };
     assert!(matches!(
         open(&fixture("orl/s1_1.pgm"), &small).unwrap_err(),
-        Error::TooLarge { width: 92, height: 112, .. }
+        Error::TooLarge {
+            width: 92,
+            height: 112,
+            ..
+        }
     ));
 }

@@ -61,7 +61,12 @@ fn check_detector(kind: DetectorKind) {
         )
         .unwrap();
         let found = det.detect(&photo);
-        assert_eq!(found.len(), g.faces.len(), "{kind} face count on {}", g.image);
+        assert_eq!(
+            found.len(),
+            g.faces.len(),
+            "{kind} face count on {}",
+            g.image
+        );
         assert!(!g.faces.is_empty());
         for (d, e) in found.iter().zip(&g.faces) {
             let got = [d.bbox.x, d.bbox.y, d.bbox.width, d.bbox.height];
@@ -73,7 +78,12 @@ fn check_detector(kind: DetectorKind) {
                     e.bbox
                 );
             }
-            assert!((d.score - e.score).abs() < 1e-3, "{} vs {}", d.score, e.score);
+            assert!(
+                (d.score - e.score).abs() < 1e-3,
+                "{} vs {}",
+                d.score,
+                e.score
+            );
             // Landmarks from the golden box, so this checks the landmark network alone.
             let pts = lm.landmarks(&photo, d.bbox).unwrap();
             assert_eq!(pts.0.len(), 68);
@@ -81,9 +91,17 @@ fn check_detector(kind: DetectorKind) {
                 .0
                 .iter()
                 .zip(&e.landmarks)
-                .map(|(p, q)| (f64::from(p[0]) - q[0]).abs().max((f64::from(p[1]) - q[1]).abs()))
+                .map(|(p, q)| {
+                    (f64::from(p[0]) - q[0])
+                        .abs()
+                        .max((f64::from(p[1]) - q[1]).abs())
+                })
                 .fold(0.0, f64::max);
-            assert!(worst < 0.5, "{kind} landmarks on {} off by {worst} px", g.image);
+            assert!(
+                worst < 0.5,
+                "{kind} landmarks on {} off by {worst} px",
+                g.image
+            );
         }
     }
 }
@@ -131,7 +149,10 @@ fn dlib_chips_match_the_reference() {
                 .collect();
             let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
             let max = diffs.iter().copied().max().unwrap_or(0);
-            assert!(mean < 0.5 && max <= 8, "{stem} chip {i}: mean {mean}, max {max}");
+            assert!(
+                mean < 0.5 && max <= 8,
+                "{stem} chip {i}: mean {mean}, max {max}"
+            );
             // And the full path (our landmarks) gives the same chip within the same bounds.
             let bbox = facepipe_pipeline::BBox::new(
                 e.bbox[0] as f32,
@@ -139,7 +160,11 @@ fn dlib_chips_match_the_reference() {
                 e.bbox[2] as f32,
                 e.bbox[3] as f32,
             );
-            let ours = align::align(&photo, &lm.landmarks(&photo, bbox).unwrap(), Alignment::DlibChip);
+            let ours = align::align(
+                &photo,
+                &lm.landmarks(&photo, bbox).unwrap(),
+                Alignment::DlibChip,
+            );
             let mean_ours = ours
                 .as_raw()
                 .iter()
@@ -147,7 +172,10 @@ fn dlib_chips_match_the_reference() {
                 .map(|(a, b)| f64::from((i32::from(*a) - i32::from(*b)).abs()))
                 .sum::<f64>()
                 / diffs.len() as f64;
-            assert!(mean_ours < 0.5, "{stem} chip {i} from our landmarks: mean {mean_ours}");
+            assert!(
+                mean_ours < 0.5,
+                "{stem} chip {i} from our landmarks: mean {mean_ours}"
+            );
             compared += 1;
         }
     }

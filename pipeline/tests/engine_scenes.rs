@@ -69,16 +69,17 @@ fn face_counts_on_scenes() {
         }
         assert!(found.windows(2).all(|w| w[0].score >= w[1].score));
     }
-    // The tiny detector on the two simple photos.
+    // The tiny detector finds both in two_people but only one face in obama_and_biden,
+    // exactly as the reference does (see the golden values).
     assert_eq!(faces(DetectorKind::Tiny, "two_people.jpg").len(), 2);
-    assert_eq!(faces(DetectorKind::Tiny, "obama_and_biden.jpg").len(), 2);
+    assert_eq!(faces(DetectorKind::Tiny, "obama_and_biden.jpg").len(), 1);
 }
 
 #[test]
 fn dog_face_is_reported_like_the_library_does() {
     // A faithful SSD port scores the dog's face 0.79 (as the library does). We report it
-    // rather than filter it: no landmark-geometry check we tried separates it from real
-    // faces without losing recall on the scenes above.
+    // rather than filter it: a filter is only worth having if it costs no recall on real
+    // faces, and none has been shown to do that yet.
     let found = faces(DetectorKind::Ssd, "dogs.jpg");
     assert_eq!(found.len(), 1);
     assert!((found[0].score - 0.79).abs() < 0.01, "{}", found[0].score);
@@ -129,7 +130,13 @@ fn recall_on_hand_labelled_boxes() {
         let n = labelled.len() as f32;
         let (r30, r50) = (hits[0] as f32 / n, hits[1] as f32 / n);
         println!("{kind}: recall {r30:.3} at IoU>=0.3, {r50:.3} at IoU>=0.5");
-        // FLOORS
+        // Floors: measured values of this port, which the golden tests tie to the library's
+        // own detections. SSD finds 17 of the 18 labelled faces; the tiny detector at 416 px misses most 37 px faces of
+        // these 500 px photos (11/18 at IoU 0.3, 7/18 at 0.5) and its boxes are looser.
+        match kind {
+            DetectorKind::Ssd => assert!(r30 >= 17.0 / 18.0 - 1e-6 && r50 >= 17.0 / 18.0 - 1e-6),
+            DetectorKind::Tiny => assert!(r30 >= 11.0 / 18.0 - 1e-6 && r50 >= 7.0 / 18.0 - 1e-6),
+        }
     }
 }
 
@@ -156,7 +163,11 @@ fn tight_crops_get_a_face_through_the_fallback() {
         // The face box lies on the photo and covers a good part of a tight crop.
         let (w, h) = (photo.width() as f32, photo.height() as f32);
         assert!(f.bbox.x >= 0.0 && f.bbox.y >= 0.0, "{name}: {:?}", f.bbox);
-        assert!(f.bbox.right() <= w + 0.5 && f.bbox.bottom() <= h + 0.5, "{name}: {:?}", f.bbox);
+        assert!(
+            f.bbox.right() <= w + 0.5 && f.bbox.bottom() <= h + 0.5,
+            "{name}: {:?}",
+            f.bbox
+        );
         assert!(f.bbox.area() >= 0.2 * w * h, "{name}: {:?}", f.bbox);
         // Eyes above the mouth, inside the photo.
         let eye_y = (f.landmarks[36][1] + f.landmarks[45][1]) / 2.0;
@@ -174,5 +185,5 @@ fn tight_crops_get_a_face_through_the_fallback() {
     };
     let strict = FaceEngine::load(&ModelDir::locate(None).unwrap(), options).unwrap();
     let photo = image_io::open(&fixture("orl/s1_1.pgm"), &Default::default()).unwrap();
-    println!("strict on s1_1: {}", strict.faces(&photo).len());
+    assert!(strict.faces(&photo).is_empty());
 }

@@ -26,8 +26,7 @@ trap cleanup EXIT
 mkdir -p bench/results
 
 echo "==> release build (facepipe, load_gen, gallery_bench)"
-cargo build --release -q -p facepipe
-cargo build --release -q -p facepipe-serving --example load_gen --example gallery_bench
+cargo build --release -q -p facepipe -p facepipe-serving --bin facepipe --example load_gen --example gallery_bench
 bin="$CARGO_TARGET_DIR/release/facepipe"
 ex="$CARGO_TARGET_DIR/release/examples"
 ncpu="$(nproc)"

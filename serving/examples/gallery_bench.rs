@@ -66,7 +66,8 @@ fn main() {
         let rows: Vec<u32> = (0..n as u32).collect();
         let sources = vec![String::new(); n];
         let gallery =
-            Gallery::from_parts(DistanceKind::Euclidean, dim, people, rows, sources, data).unwrap();
+            Gallery::from_parts(DistanceKind::Euclidean, dim, people, rows, sources, data)
+                .expect("a consistent synthetic gallery");
         let rss = rss_bytes().saturating_sub(before);
         let queries: Vec<Vec<f32>> = (0..5).map(|_| (0..dim).map(|_| next()).collect()).collect();
         let reps = if n >= 1_000_000 {

@@ -1,5 +1,6 @@
 //! The HTTP API through `tower::ServiceExt::oneshot` (no socket), with the real networks
 //! and real photos: identify, verify, bad uploads, API keys, enroll/delete, metrics.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

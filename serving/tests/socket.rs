@@ -1,5 +1,6 @@
 //! The service on a real socket: HTTP over loopback with reqwest, and a deployment swapped
 //! in while identify requests keep coming (none may fail).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

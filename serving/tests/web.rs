@@ -1,6 +1,7 @@
 //! The web page end to end: the real service on a free port with a real deployment,
 //! driven by headless Chromium through playwright-core (tests/web/page.cjs).
 //! Needs `scripts/setup.sh --browser` (Chromium + playwright-core); fails saying so otherwise.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `facepipe deploy`, `serve` and `score` as a user runs them: the real binary, a registry
 //! in a temp dir, the fixture gallery (Barack Obama, Joe Biden) and real photos.
 //! Needs the binary: `cargo build -p facepipe` (scripts/test.sh builds it first).
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

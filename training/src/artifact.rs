@@ -106,7 +106,9 @@ pub fn save(dir: &Path, vs: &nn::VarStore, json: &ModelJson) -> Result<()> {
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     if named.is_empty() {
-        return Err(Error::Invalid("nothing to save: the var store is empty".into()));
+        return Err(Error::Invalid(
+            "nothing to save: the var store is empty".into(),
+        ));
     }
     let weights = dir.join(WEIGHTS_FILE);
     tch::Tensor::write_safetensors(&named, &weights)?;

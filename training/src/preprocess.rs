@@ -142,7 +142,11 @@ pub fn prepare_into(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) -> Res
 }
 
 /// A batch of crops → an `N × 3 × size × size` tensor on `device`.
-pub fn batch_tensor(faces: &[RgbImage], spec: &InputSpec, device: tch::Device) -> Result<tch::Tensor> {
+pub fn batch_tensor(
+    faces: &[RgbImage],
+    spec: &InputSpec,
+    device: tch::Device,
+) -> Result<tch::Tensor> {
     let size = i64::from(spec.size);
     let mut buf = Vec::with_capacity(faces.len() * (size * size * 3) as usize);
     for f in faces {
@@ -171,7 +175,10 @@ mod tests {
         let sq = pad_to_square(&img);
         assert_eq!((sq.height, sq.width), (5, 5));
         let col = |x: usize| sq.data[x * 3];
-        assert_eq!([col(0), col(1), col(2), col(3), col(4)], [0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            [col(0), col(1), col(2), col(3), col(4)],
+            [0.0, 1.0, 1.0, 0.0, 0.0]
+        );
     }
 
     #[test]

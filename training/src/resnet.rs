@@ -191,11 +191,7 @@ fn folded_conv(weights: &TfjsWeights, prefix: &str) -> Result<(Tensor, Tensor)> 
         )));
     }
     // HWIO with O fastest: scale each output channel.
-    let scaled: Vec<f32> = f
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v * s[i % cout])
-        .collect();
+    let scaled: Vec<f32> = f.iter().enumerate().map(|(i, v)| v * s[i % cout]).collect();
     let bias: Vec<f32> = (0..cout).map(|o| b[o] * s[o] + sb[o]).collect();
     let w = Tensor::from_slice(&scaled)
         .view(fshape.as_slice())
@@ -218,7 +214,10 @@ fn pretrained_tensors(weights: &TfjsWeights) -> Result<Vec<(String, Tensor)>> {
         }
     }
     let (fc, shape) = tensor(weights, "fc")?;
-    let fc = Tensor::from_slice(&fc).view(shape.as_slice()).transpose(0, 1).contiguous();
+    let fc = Tensor::from_slice(&fc)
+        .view(shape.as_slice())
+        .transpose(0, 1)
+        .contiguous();
     out.push(("fc.weight".to_string(), fc));
     Ok(out)
 }

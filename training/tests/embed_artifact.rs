@@ -10,19 +10,28 @@ use tch::nn;
 
 fn crops() -> Vec<image::RgbImage> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/embed");
-    ["John_Salley_0002.png", "orl_s12_3.pgm", "kit_harington_wide_crop.png"]
-        .iter()
-        .map(|f| image::open(dir.join(f)).unwrap().to_rgb8())
-        .collect()
+    [
+        "John_Salley_0002.png",
+        "orl_s12_3.pgm",
+        "kit_harington_wide_crop.png",
+    ]
+    .iter()
+    .map(|f| image::open(dir.join(f)).unwrap().to_rgb8())
+    .collect()
 }
 
 fn save_pretrained(dir: &PathBuf, metric: Metric) -> ModelJson {
     let models = ModelDir::locate(None).unwrap();
-    let weights = models.load(facepipe_pipeline::models::FACE_RECOGNITION).unwrap();
+    let weights = models
+        .load(facepipe_pipeline::models::FACE_RECOGNITION)
+        .unwrap();
     let vs = nn::VarStore::new(tch::Device::Cpu);
     let _net = resnet::FaceResNet::pretrained(&vs, &weights).unwrap();
     // A training-only head in the same var store must stay out of the artifact.
-    let _head = vs.root().sub("head").var("centres", &[10, 128], nn::Init::Const(0.0));
+    let _head = vs
+        .root()
+        .sub("head")
+        .var("centres", &[10, 128], nn::Init::Const(0.0));
     let mut json = ModelJson::new(resnet::ARCH, InputSpec::pretrained_resnet(), 128, metric);
     json.training = serde_json::json!({"epochs": 0, "note": "round-trip test"});
     artifact::save(dir, &vs, &json).unwrap();
@@ -100,8 +109,15 @@ fn broken_artifacts_say_what_is_wrong() {
     );
     // An unknown architecture name.
     let text = std::fs::read_to_string(dir.join("model.json")).unwrap();
-    std::fs::write(dir.join("model.json"), text.replace(resnet::ARCH, "no_such_net")).unwrap();
-    let err = Embedder::from_artifact(&dir, tch::Device::Cpu).err().unwrap().to_string();
+    std::fs::write(
+        dir.join("model.json"),
+        text.replace(resnet::ARCH, "no_such_net"),
+    )
+    .unwrap();
+    let err = Embedder::from_artifact(&dir, tch::Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no_such_net"), "{err}");
     // Weights of another width than model.json says.
     std::fs::write(
@@ -109,6 +125,9 @@ fn broken_artifacts_say_what_is_wrong() {
         text.replace("\"embedding_dim\": 128", "\"embedding_dim\": 64"),
     )
     .unwrap();
-    let err = Embedder::from_artifact(&dir, tch::Device::Cpu).err().unwrap().to_string();
+    let err = Embedder::from_artifact(&dir, tch::Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("fc.weight"), "{err}");
 }

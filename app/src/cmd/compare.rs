@@ -29,7 +29,12 @@ use crate::common::{parse_device, GlobalArgs};
     facepipe compare --model runs/ft1 a.jpg b.jpg # a model written by `facepipe train`")]
 pub struct CompareArgs {
     /// The two photos (omit with --pairs).
-    #[arg(value_name = "PHOTO", num_args = 2, required_unless_present = "pairs", conflicts_with = "pairs")]
+    #[arg(
+        value_name = "PHOTO",
+        num_args = 2,
+        required_unless_present = "pairs",
+        conflicts_with = "pairs"
+    )]
     pub photos: Vec<PathBuf>,
     /// Compare every pair of a file: one pair per line, two paths separated by a tab
     /// (empty lines and lines starting with # are skipped).
@@ -57,7 +62,9 @@ pub fn load_embedder(
     device: tch::Device,
 ) -> anyhow::Result<Embedder> {
     match model {
-        None => Embedder::pretrained(models, device).context("loading the pretrained embedding network"),
+        None => {
+            Embedder::pretrained(models, device).context("loading the pretrained embedding network")
+        }
         Some(p) if p.as_os_str() == "pretrained" && !p.exists() => {
             Embedder::pretrained(models, device).context("loading the pretrained embedding network")
         }
@@ -75,6 +82,11 @@ pub fn largest_face_crop(engine: &FaceEngine, path: &Path) -> anyhow::Result<Rgb
         .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
         .ok_or_else(|| anyhow::anyhow!("no face found"))?;
     Ok(engine.align(&photo, face))
+}
+
+/// An f32 as the f64 with the same shortest decimal form (0.6, not 0.6000000238418579).
+pub fn short(x: f32) -> f64 {
+    format!("{x}").parse().unwrap_or(f64::from(x))
 }
 
 struct PairLine {
@@ -150,13 +162,17 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
     let crops: Vec<Result<RgbImage, String>> = photos
         .par_iter()
         .map(|p| {
-            let r = largest_face_crop(&engine, Path::new(p)).map_err(|e| format!("{p}: {e:#}"));
+            // Pipeline errors already carry their cause; `{e}` avoids printing it twice.
+            let r = largest_face_crop(&engine, Path::new(p)).map_err(|e| format!("{p}: {e}"));
             bar.inc(1);
             r
         })
         .collect();
     bar.finish_and_clear();
-    let ok: Vec<RgbImage> = crops.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+    let ok: Vec<RgbImage> = crops
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
     let mut embedded = embedder.embed(&ok)?.into_iter();
     let embeddings: Vec<Result<Vec<f32>, String>> = crops
         .into_iter()
@@ -189,14 +205,22 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
                 let d = metric.distance(a, b);
                 let same = d < metric.threshold;
                 if args.json {
-                    let mut v = json!({"distance": d, "same": same, "threshold": metric.threshold});
+                    let mut v = json!({
+                        "distance": short(d),
+                        "same": same,
+                        "threshold": short(metric.threshold),
+                    });
                     if with_paths {
                         v["a"] = json!(p.a);
                         v["b"] = json!(p.b);
                     }
                     writeln!(out, "{v}")?;
                 } else {
-                    let verdict = if same { "same person" } else { "different people" };
+                    let verdict = if same {
+                        "same person"
+                    } else {
+                        "different people"
+                    };
                     let prefix = if with_paths {
                         format!("{}\t{}\t", p.a, p.b)
                     } else {

@@ -17,7 +17,7 @@ use facepipe_pipeline::{
 use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::common::GlobalArgs;
 
@@ -102,7 +102,12 @@ pub fn run(global: &GlobalArgs, args: FacesArgs) -> anyhow::Result<ExitCode> {
         match result {
             Ok(faces) => {
                 if args.json {
-                    writeln!(out, "{}", json!({ "image": shown, "faces": faces }))?;
+                    let line = Line {
+                        image: &shown,
+                        faces: Some(&faces),
+                        error: None,
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&line)?)?;
                 } else {
                     print_table(&mut out, &shown, &faces)?;
                 }
@@ -110,7 +115,12 @@ pub fn run(global: &GlobalArgs, args: FacesArgs) -> anyhow::Result<ExitCode> {
             Err(err) => {
                 failed += 1;
                 if args.json {
-                    writeln!(out, "{}", json!({ "image": shown, "error": format!("{err:#}") }))?;
+                    let line = Line {
+                        image: &shown,
+                        faces: None,
+                        error: Some(format!("{err:#}")),
+                    };
+                    writeln!(out, "{}", serde_json::to_string(&line)?)?;
                 } else {
                     writeln!(out, "{shown}: error: {err:#}")?;
                 }
@@ -123,6 +133,16 @@ pub fn run(global: &GlobalArgs, args: FacesArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `--json` output line: `{"image", "faces"}` or `{"image", "error"}`.
+#[derive(Serialize)]
+struct Line<'a> {
+    image: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faces: Option<&'a [Face]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// Decode, find faces, and write the requested crops and drawing for one photo.
@@ -202,7 +222,12 @@ fn draw_faces(canvas: &mut RgbImage, faces: &[Face]) {
             draw_hollow_rect_mut(canvas, rect, colour);
         }
         for p in &face.landmarks {
-            draw_filled_circle_mut(canvas, (p[0] as i32, p[1] as i32), thickness + 1, Rgb([255, 0, 0]));
+            draw_filled_circle_mut(
+                canvas,
+                (p[0] as i32, p[1] as i32),
+                thickness + 1,
+                Rgb([255, 0, 0]),
+            );
         }
     }
 }

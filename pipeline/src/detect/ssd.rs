@@ -5,7 +5,7 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::models::{ModelDir, TfjsWeights, SSD_MOBILENETV1};
-use crate::nn::{square_input, sigmoid, Activation, Conv2d, DepthwiseConv, Padding, Tensor};
+use crate::nn::{sigmoid, square_input, Activation, Conv2d, DepthwiseConv, Padding, Tensor};
 
 pub const INPUT_SIZE: usize = 512;
 const BN_EPS: f32 = 0.001_000_000_047_497_451_3;
@@ -46,7 +46,8 @@ impl Ssd {
         for i in 1..=13 {
             let stride = if matches!(i, 2 | 4 | 6 | 12) { 2 } else { 1 };
             let p = format!("MobilenetV1/Conv2d_{i}_depthwise");
-            let mut dw = DepthwiseConv::from_weights(&w, &format!("{p}/depthwise_weights"), stride)?;
+            let mut dw =
+                DepthwiseConv::from_weights(&w, &format!("{p}/depthwise_weights"), stride)?;
             let n = dw.c;
             let v = |s: &str| crate::nn::vector(&w, &format!("{p}/BatchNorm/{s}"), n);
             dw.fold_batch_norm(
@@ -56,7 +57,10 @@ impl Ssd {
                 &v("moving_variance")?,
                 BN_EPS,
             );
-            blocks.push((dw, pointwise(&format!("MobilenetV1/Conv2d_{i}_pointwise"), 1)?));
+            blocks.push((
+                dw,
+                pointwise(&format!("MobilenetV1/Conv2d_{i}_pointwise"), 1)?,
+            ));
         }
         let prediction = (0..8)
             .map(|i| pointwise(&format!("Prediction/Conv2d_{i}_pointwise"), 1 + i % 2))
@@ -90,7 +94,10 @@ impl Ssd {
         if total != anchors.len() {
             return Err(Error::BadModel {
                 path: models.root().join(SSD_MOBILENETV1),
-                reason: format!("{} anchors but the heads predict {total} boxes", anchors.len()),
+                reason: format!(
+                    "{} anchors but the heads predict {total} boxes",
+                    anchors.len()
+                ),
             });
         }
         Ok(Ssd {
@@ -104,7 +111,12 @@ impl Ssd {
 
     /// Scored, decoded boxes after NMS, best first (unit square of the padded input).
     pub fn run(&self, image: &RgbImage, min_score: f32) -> Vec<Candidate> {
-        let mut x = square_input(image, (0, 0, image.width(), image.height()), INPUT_SIZE, false);
+        let mut x = square_input(
+            image,
+            (0, 0, image.width(), image.height()),
+            INPUT_SIZE,
+            false,
+        );
         x.map_inplace(|v| v / 127.5 - 1.0);
         let relu6 = Activation::Relu6;
         let mut out = self.conv0.forward(&x, relu6);
@@ -152,7 +164,10 @@ impl Ssd {
             if keep.len() >= MAX_RESULTS {
                 break;
             }
-            if keep.iter().all(|k| iou_yxyx(&c.yxyx, &k.yxyx) <= IOU_THRESHOLD) {
+            if keep
+                .iter()
+                .all(|k| iou_yxyx(&c.yxyx, &k.yxyx) <= IOU_THRESHOLD)
+            {
                 keep.push(c);
             }
         }

@@ -5,9 +5,7 @@ use image::RgbImage;
 
 use crate::error::Result;
 use crate::models::{ModelDir, TINY_FACE_DETECTOR};
-use crate::nn::{
-    max_pool, sigmoid, square_input, Activation, Conv2d, Padding, SeparableConv,
-};
+use crate::nn::{max_pool, sigmoid, square_input, Activation, Conv2d, Padding, SeparableConv};
 
 const ANCHORS: [(f32, f32); 5] = [
     (1.603_231, 2.094_468),
@@ -35,13 +33,8 @@ pub(crate) struct Candidate {
 impl Tiny {
     pub fn load(models: &ModelDir) -> Result<Self> {
         let w = models.load(TINY_FACE_DETECTOR)?;
-        let conv0 = Conv2d::from_weights(
-            &w,
-            "conv0/filters",
-            Some("conv0/bias"),
-            1,
-            Padding::Valid,
-        )?;
+        let conv0 =
+            Conv2d::from_weights(&w, "conv0/filters", Some("conv0/bias"), 1, Padding::Valid)?;
         let blocks = (1..=5)
             .map(|i| SeparableConv::from_weights(&w, &format!("conv{i}"), 1))
             .collect::<Result<Vec<_>>>()?;
@@ -55,7 +48,12 @@ impl Tiny {
     }
 
     pub fn run(&self, image: &RgbImage, input_size: usize, min_score: f32) -> Vec<Candidate> {
-        let mut x = square_input(image, (0, 0, image.width(), image.height()), input_size, false);
+        let mut x = square_input(
+            image,
+            (0, 0, image.width(), image.height()),
+            input_size,
+            false,
+        );
         for px in x.data.chunks_exact_mut(3) {
             for (v, m) in px.iter_mut().zip(MEAN_RGB) {
                 *v = (*v - m) / 255.0;
@@ -92,7 +90,10 @@ impl Tiny {
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut keep: Vec<Candidate> = Vec::new();
         for c in candidates {
-            if keep.iter().all(|k| iou_xywh(&c.xywh, &k.xywh) <= IOU_THRESHOLD) {
+            if keep
+                .iter()
+                .all(|k| iou_xywh(&c.xywh, &k.xywh) <= IOU_THRESHOLD)
+            {
                 keep.push(c);
             }
         }

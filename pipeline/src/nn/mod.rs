@@ -140,7 +140,10 @@ impl Conv2d {
         let f = w.get(filter)?;
         let shape = f.shape();
         if shape.len() != 4 {
-            return Err(bad_shape(filter, format!("expected 4-d filter, got {shape:?}")));
+            return Err(bad_shape(
+                filter,
+                format!("expected 4-d filter, got {shape:?}"),
+            ));
         }
         let (kh, kw, ci, co) = (shape[0], shape[1], shape[2], shape[3]);
         let weights: Vec<f32> = f.iter().copied().collect();
@@ -529,7 +532,9 @@ mod tests {
             h,
             w,
             c,
-            data: (0..h * w * c).map(|i| ((i * 13) % 11) as f32 / 10.0).collect(),
+            data: (0..h * w * c)
+                .map(|i| ((i * 13) % 11) as f32 / 10.0)
+                .collect(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Shared set-up for the service tests: the real networks, a real gallery built from the
 //! photos in tests/fixtures/serving/gallery (Barack Obama, Joe Biden), and a fresh registry
 //! per test. The networks and the gallery are built once per test binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -17,7 +17,11 @@ pub struct Identification {
 }
 
 /// The first photo of each person (in input order) is the gallery photo.
-pub fn identification(embeddings: &[Vec<f32>], labels: &[usize], metric: &Metric) -> Identification {
+pub fn identification(
+    embeddings: &[Vec<f32>],
+    labels: &[usize],
+    metric: &Metric,
+) -> Identification {
     let mut gallery: Vec<usize> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, &l) in labels.iter().enumerate() {
@@ -44,7 +48,13 @@ pub fn identification(embeddings: &[Vec<f32>], labels: &[usize], metric: &Metric
             hit5 += 1;
         }
     }
-    let rate = |h: usize| if probes == 0 { 0.0 } else { h as f64 / probes as f64 };
+    let rate = |h: usize| {
+        if probes == 0 {
+            0.0
+        } else {
+            h as f64 / probes as f64
+        }
+    };
     Identification {
         gallery: gallery.len(),
         probes,
@@ -65,7 +75,13 @@ mod tests {
             threshold: 0.6,
         };
         // Person 0 near x=0, person 1 near x=10; the last probe of person 1 sits near person 0.
-        let e = vec![vec![0.0, 0.0], vec![10.0, 0.0], vec![0.5, 0.0], vec![9.0, 0.0], vec![1.0, 0.0]];
+        let e = vec![
+            vec![0.0, 0.0],
+            vec![10.0, 0.0],
+            vec![0.5, 0.0],
+            vec![9.0, 0.0],
+            vec![1.0, 0.0],
+        ];
         let labels = [0, 1, 0, 1, 1];
         let r = identification(&e, &labels, &m);
         assert_eq!((r.gallery, r.probes), (2, 3));

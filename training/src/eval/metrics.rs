@@ -92,7 +92,11 @@ pub fn kfold_accuracy(pairs: &[Scored]) -> FoldAccuracy {
     }
     let k = per_fold.len().max(1) as f64;
     let mean = per_fold.iter().sum::<f64>() / k;
-    let var = per_fold.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / k;
+    let var = per_fold
+        .iter()
+        .map(|a| (a - mean) * (a - mean))
+        .sum::<f64>()
+        / k;
     FoldAccuracy {
         folds: per_fold.len(),
         mean,
@@ -175,9 +179,17 @@ pub struct TarAtFar {
 
 /// The largest threshold whose empirical FAR is ≤ `far`, with its TAR.
 pub fn tar_at_far(pairs: &[Scored], far: f64) -> TarAtFar {
-    let mut neg: Vec<f32> = pairs.iter().filter(|p| !p.same).map(|p| p.distance).collect();
+    let mut neg: Vec<f32> = pairs
+        .iter()
+        .filter(|p| !p.same)
+        .map(|p| p.distance)
+        .collect();
     neg.sort_by(f32::total_cmp);
-    let pos: Vec<f32> = pairs.iter().filter(|p| p.same).map(|p| p.distance).collect();
+    let pos: Vec<f32> = pairs
+        .iter()
+        .filter(|p| p.same)
+        .map(|p| p.distance)
+        .collect();
     let n_neg = neg.len();
     // At most k false accepts allowed; pairs strictly below neg[k] are accepted, which is at
     // most k negatives even with ties.
@@ -295,7 +307,10 @@ pub fn calibrate(pairs: &[Scored], target_far: f64) -> Calibration {
     let n_neg = neg.len();
     let n_pos = pairs.len() - n_neg;
     let (threshold, method) = if n_neg as f64 * target_far >= 1.0 {
-        (tar_at_far(pairs, target_far).threshold, CalibrationMethod::Empirical)
+        (
+            tar_at_far(pairs, target_far).threshold,
+            CalibrationMethod::Empirical,
+        )
     } else if n_neg >= MIN_FOR_FIT {
         let mean = neg.iter().sum::<f64>() / n_neg as f64;
         let var = neg.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n_neg - 1) as f64;
@@ -382,7 +397,10 @@ mod tests {
         let p = scored(&[1.0], &[1.0]);
         assert_eq!(roc_auc(&p), 0.5);
         let roc = roc_curve(&scored(&[1.0, 3.0], &[2.0, 4.0]));
-        assert_eq!(roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert_eq!(
+            roc,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
     }
 
     #[test]

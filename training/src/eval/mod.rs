@@ -91,7 +91,8 @@ impl EvaluationReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("metrics.json");
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::json("metrics.json", e))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| Error::json("metrics.json", e))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
         plot_roc(&self.roc, &dir.join("roc.png"))
     }
@@ -106,7 +107,11 @@ impl EvaluationReport {
                     "TAR@FAR={:.0e}: {:.4}{}",
                     t.far,
                     t.tar,
-                    if t.resolvable { "" } else { " (too few different pairs to measure)" }
+                    if t.resolvable {
+                        ""
+                    } else {
+                        " (too few different pairs to measure)"
+                    }
                 )
             })
             .collect();
@@ -198,7 +203,10 @@ pub fn evaluate(
         tar: scored.iter().filter(|p| p.same && p.distance < t).count() as f64 / n_same,
         far: scored.iter().filter(|p| !p.same && p.distance < t).count() as f64 / n_diff,
     };
-    let identities = labels.iter().collect::<std::collections::HashSet<_>>().len();
+    let identities = labels
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     Ok(EvaluationReport {
         model: model.into(),
         distance: metric.distance,
@@ -252,7 +260,15 @@ mod tests {
                 labels.push(person);
             }
         }
-        let r = evaluate("clusters", &e, &labels, &metric(), &EvalOptions::default(), None).unwrap();
+        let r = evaluate(
+            "clusters",
+            &e,
+            &labels,
+            &metric(),
+            &EvalOptions::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(r.pairs.same, 8 * 10);
         assert_eq!(r.pairs.different, 40 * 39 / 2 - 80);
         assert_eq!(r.accuracy.mean, 1.0);
@@ -268,8 +284,10 @@ mod tests {
         assert_eq!((r.calibration.tar, r.calibration.far), (1.0, 0.0));
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();
-        let back: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap()).unwrap();
+        let back: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("metrics.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back["accuracy"]["mean"], 1.0);
         assert!(dir.path().join("roc.png").is_file());
     }
@@ -277,21 +295,43 @@ mod tests {
     #[test]
     fn random_embeddings_are_chance() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let e: Vec<Vec<f32>> = (0..300).map(|_| (0..16).map(|_| rng.random::<f32>()).collect()).collect();
+        let e: Vec<Vec<f32>> = (0..300)
+            .map(|_| (0..16).map(|_| rng.random::<f32>()).collect())
+            .collect();
         let labels: Vec<usize> = (0..300).map(|i| i / 10).collect();
-        let r = evaluate("noise", &e, &labels, &metric(), &EvalOptions::default(), None).unwrap();
+        let r = evaluate(
+            "noise",
+            &e,
+            &labels,
+            &metric(),
+            &EvalOptions::default(),
+            None,
+        )
+        .unwrap();
         assert!((r.roc_auc - 0.5).abs() < 0.05, "{}", r.roc_auc);
         // With ~10× more different pairs, "always different" is the best rule: accuracy
         // near the share of different pairs, never much above it.
         let base = r.pairs.different as f64 / (r.pairs.same + r.pairs.different) as f64;
-        assert!(r.accuracy.mean <= base + 0.01, "{} vs {base}", r.accuracy.mean);
+        assert!(
+            r.accuracy.mean <= base + 0.01,
+            "{} vs {base}",
+            r.accuracy.mean
+        );
         assert!(r.identification.rank1 < 0.2);
     }
 
     #[test]
     fn refuses_one_kind_of_pair() {
         let e = vec![vec![0.0f32; 4]; 3];
-        assert!(evaluate("x", &e, &[0, 0, 0], &metric(), &EvalOptions::default(), None).is_err());
+        assert!(evaluate(
+            "x",
+            &e,
+            &[0, 0, 0],
+            &metric(),
+            &EvalOptions::default(),
+            None
+        )
+        .is_err());
         assert!(evaluate("x", &e, &[0, 0], &metric(), &EvalOptions::default(), None).is_err());
     }
 }

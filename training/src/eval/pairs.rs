@@ -101,7 +101,11 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
     let (folds, per) = match nums.as_slice() {
         [f, n] => (*f, *n),
         [n] => (1, *n),
-        _ => return Err(Error::Invalid(format!("pairs header {header:?} is not `FOLDS N`"))),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "pairs header {header:?} is not `FOLDS N`"
+            )))
+        }
     };
     let num = |s: &str, line: &str| {
         s.parse::<u32>()
@@ -124,7 +128,12 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
                 same: false,
                 fold,
             },
-            _ => return Err(Error::Invalid(format!("pairs line {line:?} has {} fields", f.len()))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "pairs line {line:?} has {} fields",
+                    f.len()
+                )))
+            }
         };
         out.push(pair);
     }
@@ -140,10 +149,7 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
 
 /// Map named pairs onto sample indices. `index` maps (identity, image number) to the
 /// sample; pairs naming a missing sample are dropped and counted.
-pub fn resolve(
-    pairs: &[NamedPair],
-    index: &HashMap<(String, u32), usize>,
-) -> (Vec<Pair>, usize) {
+pub fn resolve(pairs: &[NamedPair], index: &HashMap<(String, u32), usize>) -> (Vec<Pair>, usize) {
     let mut out = Vec::with_capacity(pairs.len());
     let mut missing = 0;
     for p in pairs {

@@ -59,12 +59,21 @@ impl Canvas {
         for w in points.windows(2) {
             let (a, b) = (self.to_px(w[0]), self.to_px(w[1]));
             for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
-                draw_line_segment_mut(&mut self.img, (a.0 + dx, a.1 + dy), (b.0 + dx, b.1 + dy), colour);
+                draw_line_segment_mut(
+                    &mut self.img,
+                    (a.0 + dx, a.1 + dy),
+                    (b.0 + dx, b.1 + dy),
+                    colour,
+                );
             }
         }
         if let [p] = points {
             let (x, y) = self.to_px(*p);
-            draw_filled_rect_mut(&mut self.img, Rect::at(x as i32 - 2, y as i32 - 2).of_size(5, 5), colour);
+            draw_filled_rect_mut(
+                &mut self.img,
+                Rect::at(x as i32 - 2, y as i32 - 2).of_size(5, 5),
+                colour,
+            );
         }
     }
 
@@ -89,8 +98,16 @@ pub fn plot_roc(points: &[(f64, f64)], path: &Path) -> Result<()> {
 /// Several `(x, y)` series on shared axes scaled to fit (y from 0 when all values are
 /// positive), colours in order blue, orange, green, red.
 pub fn plot_curves(series: &[&[(f64, f64)]], path: &Path) -> Result<()> {
-    let all = series.iter().flat_map(|s| s.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let all = series
+        .iter()
+        .flat_map(|s| s.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in all {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -114,7 +131,11 @@ pub fn plot_curves(series: &[&[(f64, f64)]], path: &Path) -> Result<()> {
     }
     let mut c = Canvas::new((x0, x1), (y0, y1 * 1.05));
     for (i, s) in series.iter().enumerate() {
-        let pts: Vec<(f64, f64)> = s.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+        let pts: Vec<(f64, f64)> = s
+            .iter()
+            .copied()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .collect();
         c.curve(&pts, PALETTE[i % PALETTE.len()]);
     }
     c.save(path, "curve")
@@ -140,7 +161,9 @@ mod tests {
         let (x, y) = (MARGIN as u32, H / 2);
         assert_eq!(*img.get_pixel(x, y), PALETTE[0]);
         let loss = dir.path().join("loss.png");
-        let pts: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 5.0 / (1.0 + i as f64))).collect();
+        let pts: Vec<(f64, f64)> = (0..50)
+            .map(|i| (i as f64, 5.0 / (1.0 + i as f64)))
+            .collect();
         plot_loss(&pts, &loss).unwrap();
         let img = image::open(&loss).unwrap().to_rgb8();
         assert!(img.pixels().filter(|p| **p == PALETTE[0]).count() > 200);
