@@ -1,6 +1,8 @@
 //! Bad inputs give typed errors, never a panic: empty files, truncated and fake JPEGs, images
 //! too small to hold a face, and headers that claim more pixels than the limit.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::{Path, PathBuf};
 
 use facepipe_pipeline::image_io::{decode, open, DecodeLimits};

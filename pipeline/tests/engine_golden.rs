@@ -7,6 +7,8 @@
 //! mean absolute difference of 0.5 grey levels per channel and no pixel off by more than 8
 //! (bilinear sampling of f32 vs f64 landmarks can flip a rounding at sharp edges).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::{Path, PathBuf};
 
 use facepipe_pipeline::{

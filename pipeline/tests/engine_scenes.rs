@@ -1,6 +1,8 @@
 //! The engine on real photos: face counts on scenes, detection recall against dlib's
 //! hand-labelled boxes, the dog photo, and tight crops through the fallback paths.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -76,10 +76,20 @@ done
 echo "== S3 (SeaweedFS) + Lambda emulator, 2 workers"
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export AWS_ACCESS_KEY_ID=facepipe-bench AWS_SECRET_ACCESS_KEY=facepipe-bench-secret AWS_REGION=us-east-1
-S3P=$(free_port); FILERP=$(free_port)
+# filer.copy reaches the filer's gRPC at its HTTP port + 10000: pick a pair that is free.
+FILERP=$("$PYTHON" -c '
+import socket
+for p in range(23100, 25000):
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass')
+S3P=$(free_port)
 WEED_ARGS=(-dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -webdav=false -bucket=bench
   -s3.port="$S3P" -filer.port="$FILERP")
-for f in master.port master.port.grpc volume.port volume.port.grpc filer.port.grpc s3.port.grpc admin.port \
+for f in master.port master.port.grpc volume.port volume.port.grpc s3.port.grpc admin.port \
          admin.port.grpc debug.port s3.debug.port metricsPort s3.metricsPort s3.port.iceberg s3.port.lance; do
   WEED_ARGS+=("-$f=$(free_port)")
 done
@@ -92,7 +102,7 @@ for _ in $(seq 1 120); do
 done
 sleep 2
 # Upload the input through the filer (SeaweedFS serves /buckets/<b>/… as S3 objects).
-weed filer.copy -filer="127.0.0.1:$FILERP" "$INPUT"/* "http://127.0.0.1:$FILERP/buckets/bench/input/" > "$WORK/copy.log" 2>&1 \
+weed filer.copy "$INPUT"/* "http://127.0.0.1:$FILERP/buckets/bench/input/" > "$WORK/copy.log" 2>&1 \
   || { echo "filer.copy failed:"; tail "$WORK/copy.log"; exit 1; }
 LP=$(free_port)
 # One thread per worker, as the local executor gives its children.

@@ -156,3 +156,63 @@ async fn a_new_deployment_is_swapped_in_without_failed_requests() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_with_a_certificate_and_key() {
+    // A throwaway self-signed certificate from the system's openssl.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed to make a test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+
+    let (state, _reg) = state_with(ServiceConfig::default());
+    let options = facepipe_serving::ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some((cert, key)),
+        poll_interval: None,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        facepipe_serving::serve(state, options, move |addr, scheme| {
+            let _ = tx.send(format!("{scheme}://{addr}"));
+        })
+        .await
+        .unwrap();
+    });
+    let url = rx.await.unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let resp = identify(&client, &url, &fixture("Barack_Obama_0005.jpg"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(names(&answer), [Some("Barack_Obama".to_string())]);
+    // Plain HTTP to the TLS port does not get an answer.
+    let plain = reqwest::get(url.replace("https://", "http://") + "/healthz").await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}

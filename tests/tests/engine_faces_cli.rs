@@ -1,6 +1,8 @@
 //! `facepipe faces` end to end: the real binary on a mix of good and bad files. Every input
 //! gets its JSON line, in order; the bad ones fail alone and the exit status is 1.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use std::process::Command;
 
 use facepipe_tests::{facepipe_bin, fixtures};

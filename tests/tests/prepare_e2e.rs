@@ -258,7 +258,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Inputs for the comparison: all of people/ (70 photos, one byte-identical pair), three ORL
-/// subjects (30 tight greyscale crops) under names with spaces and Unicode, and two bad files.
+/// subjects (30 tight greyscale crops) under names with spaces and Unicode, and three bad
+/// files (a truncated JPEG, text named .jpg, a PGM declaring 100 megapixels).
 fn build_input(root: &Path) -> usize {
     let data = sample_data();
     for entry in std::fs::read_dir(data.join("people")).unwrap() {
@@ -274,6 +275,10 @@ fn build_input(root: &Path) -> usize {
     let jpeg = std::fs::read(data.join("people/Joe_Biden/Joe_Biden_0001.jpg")).unwrap();
     std::fs::write(bad.join("truncated.jpg"), &jpeg[..600]).unwrap();
     std::fs::write(bad.join("notes.jpg"), b"this is not an image at all\n").unwrap();
+    // A greyscale image whose header declares 100 megapixels: refused before decoding.
+    let mut huge = b"P5\n10000 10000\n255\n".to_vec();
+    huge.extend_from_slice(&[128u8; 4096]);
+    std::fs::write(bad.join("huge.pgm"), huge).unwrap();
     // An LFW pairs file at the root is not an input.
     std::fs::write(root.join("pairs.txt"), "1\t1\n").unwrap();
     walk_files(root).len() - 1
@@ -348,6 +353,7 @@ fn check_dataset(m: &Manifest, samples: &BTreeMap<String, Sample>, inputs: usize
     let counts = m.outcome_counts();
     assert_eq!(counts[&Outcome::Duplicate], 1, "{counts:?}");
     assert_eq!(counts[&Outcome::Unreadable], 2, "{counts:?}");
+    assert_eq!(counts[&Outcome::TooLarge], 1, "{counts:?}");
     let dup = m
         .records
         .iter()
@@ -364,7 +370,7 @@ fn check_dataset(m: &Manifest, samples: &BTreeMap<String, Sample>, inputs: usize
     }
     // Every real face photo yields a face (ORL and the chips through the tight-crop fallback).
     let ok = counts[&Outcome::Ok] as usize;
-    assert_eq!(ok, inputs - 3, "{counts:?}");
+    assert_eq!(ok, inputs - 4, "{counts:?}");
     assert_eq!(m.sample_count() as usize, ok);
     assert_eq!(samples.len(), ok);
     let names = m.label_names();

@@ -34,7 +34,9 @@ fn rate(pool: &rayon::ThreadPool, n: usize, reps: usize, work: &(dyn Fn(usize) +
 }
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "bench/results/loader.json".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bench/results/loader.json".into());
     let tmp = tempfile::tempdir()?;
     common::write_orl_dataset(tmp.path(), 1..=40, 10)?;
     let faces = FaceSet::load(tmp.path())?;
@@ -61,7 +63,9 @@ fn main() -> anyhow::Result<()> {
     };
     let mut results = serde_json::Map::new();
     for threads in [1, cores] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         let d = rate(&pool, n, reps, &decode);
         let m = rate(&pool, n, reps, &|i| full(&spec_m, i));
         let r = rate(&pool, n, reps, &|i| full(&spec_r, i));
@@ -99,7 +103,9 @@ fn main() -> anyhow::Result<()> {
         loader_rates.push(count as f64 / t.elapsed().as_secs_f64());
     }
     let loader_rate = median(loader_rates);
-    let per_core = results["threads_1"]["decode_augment_112_img_per_s"].as_f64().unwrap_or(0.0);
+    let per_core = results["threads_1"]["decode_augment_112_img_per_s"]
+        .as_f64()
+        .unwrap_or(0.0);
     let projected = per_core * 16.0;
     println!("loader (batch 64, {cores} threads, prefetch): {loader_rate:.0} img/s");
     println!(

@@ -53,7 +53,12 @@ fn verify(emb: &[Vec<f32>], labels: &[usize], metric: &Metric) -> serde_json::Va
             }
         }
         let thr = summarise(&tg, &ti).best_threshold;
-        let test: Vec<&(f32, bool)> = pairs.iter().enumerate().filter(|(n, _)| n % 10 == k).map(|(_, p)| p).collect();
+        let test: Vec<&(f32, bool)> = pairs
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % 10 == k)
+            .map(|(_, p)| p)
+            .collect();
         let (mut tp, mut tn, mut ng, mut ni) = (0, 0, 0, 0);
         for &&(s, same) in &test {
             if same {
@@ -185,7 +190,11 @@ fn main() -> anyhow::Result<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(out.join("orl_experiment.json"), &text)?;
-    for k in ["pretrained_euclidean", "pretrained_cosine", "finetuned_cosine"] {
+    for k in [
+        "pretrained_euclidean",
+        "pretrained_cosine",
+        "finetuned_cosine",
+    ] {
         let r = &report[k];
         println!(
             "{k:22} AUC {:.4}  10-fold acc {:.4} ± {:.4}  TAR@1e-3 {:.4}  TAR@1e-2 {:.4}  rank-1 {:.4}",

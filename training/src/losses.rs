@@ -244,8 +244,16 @@ mod tests {
         let got: Vec<f32> = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
         let target0 = 64.0 * (0.8f64.acos() + 0.5).cos();
         let target1 = 64.0 * (0.6f64.acos() + 0.5).cos();
-        assert!((got[0] as f64 - target0).abs() < 1e-3, "{} vs {target0}", got[0]);
-        assert!((got[4] as f64 - target1).abs() < 1e-3, "{} vs {target1}", got[4]);
+        assert!(
+            (got[0] as f64 - target0).abs() < 1e-3,
+            "{} vs {target0}",
+            got[0]
+        );
+        assert!(
+            (got[4] as f64 - target1).abs() < 1e-3,
+            "{} vs {target1}",
+            got[4]
+        );
         // Non-target classes keep s·cos θ.
         assert!((got[1] - 6.4).abs() < 1e-4);
         assert!((got[2] + 19.2).abs() < 1e-4);
@@ -258,8 +266,8 @@ mod tests {
         let (_vs, h) = head(0.5, 1.0);
         let cos = Tensor::from_slice(&[-0.95f32, -0.99]).view([2, 1]);
         let labels = Tensor::from_slice(&[0i64, 0]);
-        let got: Vec<f32> = Vec::<f32>::try_from(h.margin_logits(&cos, &labels).flatten(0, -1))
-            .unwrap();
+        let got: Vec<f32> =
+            Vec::<f32>::try_from(h.margin_logits(&cos, &labels).flatten(0, -1)).unwrap();
         assert!(got[1] < got[0]);
         let mm = (std::f64::consts::PI - 0.5).sin() * 0.5;
         assert!((got[0] as f64 - (-0.95 - mm)).abs() < 1e-5);

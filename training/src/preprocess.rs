@@ -134,8 +134,8 @@ pub fn prepare_into(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) -> Res
     }
     out.reserve(x.data.len());
     for px in x.data.chunks_exact(3) {
-        for c in 0..3 {
-            out.push((px[c] - spec.mean[c]) / spec.std[c]);
+        for ((v, m), s) in px.iter().zip(&spec.mean).zip(&spec.std) {
+            out.push((v - m) / s);
         }
     }
     Ok(())

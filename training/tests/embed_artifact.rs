@@ -1,8 +1,9 @@
 //! Model artifact round trip: the pretrained network saved as `model.safetensors` +
 //! `model.json` and loaded back embeds the same real crops to the same values; a fine-tuned
 //! (cosine) artifact returns unit vectors; broken folders fail with a clear error.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use facepipe_pipeline::ModelDir;
 use facepipe_training::{artifact, resnet, DistanceKind, Embedder, InputSpec, Metric, ModelJson};
@@ -20,7 +21,7 @@ fn crops() -> Vec<image::RgbImage> {
     .collect()
 }
 
-fn save_pretrained(dir: &PathBuf, metric: Metric) -> ModelJson {
+fn save_pretrained(dir: &Path, metric: Metric) -> ModelJson {
     let models = ModelDir::locate(None).unwrap();
     let weights = models
         .load(facepipe_pipeline::models::FACE_RECOGNITION)

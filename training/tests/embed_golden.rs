@@ -1,5 +1,6 @@
 //! The pretrained embedding network against the numpy reference: three real crops (a 150 px
 //! chip, a tall greyscale crop and a wide colour crop), descriptor L2 difference < 1e-3.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a failed test
 
 use std::path::{Path, PathBuf};
 

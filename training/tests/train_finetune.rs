@@ -107,7 +107,10 @@ fn resume_continues_from_the_saved_epoch() {
     assert_eq!(first.state.completed_epochs, 1);
 
     // Without --resume the existing checkpoint is refused rather than overwritten.
-    let again = TrainConfig { epochs: 2, ..cfg.clone() };
+    let again = TrainConfig {
+        epochs: 2,
+        ..cfg.clone()
+    };
     let err = trainer::train(&data, &out, &again, &cpu()).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 
@@ -131,7 +134,16 @@ fn resume_continues_from_the_saved_epoch() {
 
     // A different run's settings cannot resume this checkpoint.
     let other = TrainConfig { lr: 0.5, ..again };
-    let err = trainer::train(&data, &out, &other, &RunOptions { resume: true, ..cpu() }).unwrap_err();
+    let err = trainer::train(
+        &data,
+        &out,
+        &other,
+        &RunOptions {
+            resume: true,
+            ..cpu()
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("different settings"), "{err}");
 }
 
@@ -152,7 +164,10 @@ fn identity_split_and_loader_batches() {
         2,
     )
     .unwrap();
-    assert_eq!((split.train.len(), split.val.len(), split.test.len()), (5, 2, 3));
+    assert_eq!(
+        (split.train.len(), split.val.len(), split.test.len()),
+        (5, 2, 3)
+    );
     for p in &split.train {
         assert!(!split.val.contains(p) && !split.test.contains(p));
     }
@@ -177,8 +192,14 @@ fn identity_split_and_loader_batches() {
     assert_eq!(batches.len(), 2);
     for b in &batches {
         assert_eq!(b.images.size(), [6, 3, 112, 112]);
-        let (lo, hi) = (b.images.min().double_value(&[]), b.images.max().double_value(&[]));
-        assert!(lo >= -127.5 / 128.0 - 1e-6 && hi <= 127.5 / 128.0 + 1e-6, "{lo}..{hi}");
+        let (lo, hi) = (
+            b.images.min().double_value(&[]),
+            b.images.max().double_value(&[]),
+        );
+        assert!(
+            lo >= -127.5 / 128.0 - 1e-6 && hi <= 127.5 / 128.0 + 1e-6,
+            "{lo}..{hi}"
+        );
         // Balanced: two people × three images.
         let labels = Vec::<i64>::try_from(&b.labels).unwrap();
         assert_eq!(labels[0], labels[2]);

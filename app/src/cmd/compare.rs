@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use facepipe_pipeline::{image_io, EngineOptions, FaceEngine, ModelDir};
+use facepipe_pipeline::{image_io, EngineOptions, FaceEngine};
 use facepipe_training::Embedder;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,21 +55,21 @@ pub struct CompareArgs {
     pub device: String,
 }
 
-/// The pretrained network (`None` or "pretrained") or a trained artifact folder.
+/// The pretrained network (`None` or "pretrained") or a trained artifact folder. The
+/// pretrained weights are only looked up when they are needed.
 pub fn load_embedder(
-    models: &ModelDir,
+    global: &GlobalArgs,
     model: Option<&Path>,
     device: tch::Device,
 ) -> anyhow::Result<Embedder> {
+    // A folder named "pretrained" wins over the keyword.
     match model {
-        None => {
-            Embedder::pretrained(models, device).context("loading the pretrained embedding network")
+        Some(dir) if dir.as_os_str() != "pretrained" || dir.exists() => {
+            Embedder::from_artifact(dir, device)
+                .with_context(|| format!("loading the model at {}", dir.display()))
         }
-        Some(p) if p.as_os_str() == "pretrained" && !p.exists() => {
-            Embedder::pretrained(models, device).context("loading the pretrained embedding network")
-        }
-        Some(dir) => Embedder::from_artifact(dir, device)
-            .with_context(|| format!("loading the model at {}", dir.display())),
+        _ => Embedder::pretrained(&global.model_dir()?, device)
+            .context("loading the pretrained embedding network"),
     }
 }
 
@@ -134,7 +134,7 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&args.device)?;
     let engine =
         FaceEngine::load(&models, EngineOptions::default()).context("loading the face models")?;
-    let embedder = load_embedder(&models, args.model.as_deref(), device)?;
+    let embedder = load_embedder(global, args.model.as_deref(), device)?;
     let mut metric = embedder.metric();
     if let Some(t) = args.threshold {
         metric.threshold = t;

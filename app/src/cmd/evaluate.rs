@@ -199,9 +199,8 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
     if !(args.target_far > 0.0 && args.target_far < 1.0) {
         anyhow::bail!("--target-far must be between 0 and 1, e.g. 1e-3");
     }
-    let models = global.model_dir()?;
     let device = parse_device(&args.device)?;
-    let embedder = load_embedder(&models, Some(&args.model), device)?;
+    let embedder = load_embedder(global, Some(&args.model), device)?;
 
     let faces = match Manifest::load(&args.dataset) {
         Ok(manifest) => prepared_faces(&args.dataset, &manifest)?,

@@ -24,17 +24,22 @@ pub enum ExecutorKind {
     Lambda,
 }
 
-/// Detect, landmark and align one face per photo of INPUT (LFW layout: INPUT/Name/photo.jpg)
-/// and write a prepared dataset to OUTPUT: manifest.json (one outcome per photo) and tar
-/// shards of 150×150 aligned crops. Work is split into tasks of --task-size photos that
-/// workers run in parallel; the client and the workers share only the OUTPUT storage, so
-/// rerunning the same command resumes an interrupted job.
-///
-/// Examples:
-///   facepipe prepare photos/ prepared/
-///   facepipe prepare s3://bucket/lfw s3://bucket/prepared --executor lambda --workers 64
+const AFTER_HELP: &str = "\
+INPUT holds one folder per person (LFW layout: INPUT/Ada_Lovelace/photo.jpg). OUTPUT receives
+manifest.json (one outcome per photo: ok, no_face, several_faces, unreadable, too_large,
+duplicate) and tar shards of 150x150 aligned crops. Photos are split into tasks of
+--task-size that workers run in parallel; the client and the workers share only the OUTPUT
+storage, so rerunning the same command resumes an interrupted job without redoing finished
+tasks.
+
+Examples:
+  facepipe prepare photos/ prepared/
+  facepipe prepare s3://bucket/lfw s3://bucket/prepared --workers 8
+  facepipe prepare s3://bucket/lfw s3://bucket/prepared --executor lambda --workers 100";
+
+/// Arguments of `facepipe prepare`.
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_long_help = AFTER_HELP)]
 pub struct PrepareArgs {
     /// The photos: a folder, file://PATH or s3://BUCKET/PREFIX with one sub-folder per person.
     pub input: String,
@@ -194,8 +199,14 @@ fn print_report(r: &PrepareReport) {
         }
     );
     println!(
-        "  tasks       {} × {} photos on {} {} workers ({} reused from an earlier run, {} retries)",
-        r.tasks, r.task_size, r.workers, r.executor, r.tasks_reused, r.retries
+        "  tasks       {} × {} photos on {} {} worker{} ({} reused from an earlier run, {} retries)",
+        r.tasks,
+        r.task_size,
+        r.workers,
+        r.executor,
+        if r.workers == 1 { "" } else { "s" },
+        r.tasks_reused,
+        r.retries
     );
     println!(
         "  wall time   {:.2} s; per task p50 {:.2} s, p95 {:.2} s; cold start {:.2} s/task",

@@ -149,7 +149,10 @@ impl TrainArgs {
 pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = parse_device(&args.device)?;
     if device.is_cuda() && !tch::Cuda::is_available() {
-        anyhow::bail!("--device {} asked for CUDA but no GPU is usable here: use --device cpu", args.device);
+        anyhow::bail!(
+            "--device {} asked for CUDA but no GPU is usable here: use --device cpu",
+            args.device
+        );
     }
     let cfg = args.config();
     cfg.check()?;
@@ -211,7 +214,11 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         "best epoch {} of {}{}",
         summary.state.best_epoch.unwrap_or(0),
         summary.state.completed_epochs,
-        if summary.state.stopped_early { " (stopped early)" } else { "" }
+        if summary.state.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
     );
     println!(
         "threshold (cosine distance) {:.4} at FAR {} on validation people",
@@ -221,7 +228,9 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         println!(
             "test people: AUC {:.4}, best accuracy {:.4}, TAR@FAR1e-3 {:.4}, TAR@FAR1e-2 {:.4}",
             test["pairs"]["auc"].as_f64().unwrap_or(f64::NAN),
-            test["pairs"]["best_balanced_accuracy"].as_f64().unwrap_or(f64::NAN),
+            test["pairs"]["best_balanced_accuracy"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
             test["tar_at_far_1e-3"].as_f64().unwrap_or(f64::NAN),
             test["tar_at_far_1e-2"].as_f64().unwrap_or(f64::NAN),
         );

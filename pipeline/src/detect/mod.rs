@@ -93,7 +93,7 @@ impl Detector {
             DetectorKind::Ssd => Net::Ssd(ssd::Ssd::load(models)?),
             DetectorKind::Tiny => {
                 let size = options.tiny_input_size;
-                if size == 0 || size % 32 != 0 {
+                if size == 0 || !size.is_multiple_of(32) {
                     return Err(crate::Error::Invalid(format!(
                         "tiny detector input size {size} is not a positive multiple of 32 (e.g. 416)"
                     )));

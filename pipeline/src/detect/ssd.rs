@@ -8,7 +8,8 @@ use crate::models::{ModelDir, TfjsWeights, SSD_MOBILENETV1};
 use crate::nn::{sigmoid, square_input, Activation, Conv2d, DepthwiseConv, Padding, Tensor};
 
 pub const INPUT_SIZE: usize = 512;
-const BN_EPS: f32 = 0.001_000_000_047_497_451_3;
+// TF's batch-norm epsilon (0.001 in f32, i.e. 0.0010000000474974513).
+const BN_EPS: f32 = 0.001;
 const IOU_THRESHOLD: f32 = 0.5;
 const MAX_RESULTS: usize = 100;
 
@@ -178,7 +179,7 @@ impl Ssd {
 fn read_anchors(w: &TfjsWeights) -> Result<Vec<[f32; 4]>> {
     let t = w.get("Output/extra_dim")?;
     let flat: Vec<f32> = t.iter().copied().collect();
-    if flat.len() % 4 != 0 || flat.is_empty() {
+    if !flat.len().is_multiple_of(4) || flat.is_empty() {
         return Err(Error::BadModel {
             path: "Output/extra_dim".into(),
             reason: format!("anchor tensor of shape {:?}", t.shape()),

@@ -80,7 +80,7 @@ impl Loader {
             return Err(Error::Invalid("batch size must be at least 1".into()));
         }
         if let Some(k) = cfg.balanced {
-            if k == 0 || cfg.batch % k != 0 {
+            if k == 0 || !cfg.batch.is_multiple_of(k) {
                 return Err(Error::Invalid(format!(
                     "balanced sampling needs the batch ({}) to be a multiple of the images per person ({k})",
                     cfg.batch
@@ -166,7 +166,8 @@ impl Loader {
                     .to_rgb8();
                 let draw = match &self.cfg.augment {
                     Some(cfg) => {
-                        let seed = mix(self.cfg.seed ^ mix(epoch.wrapping_mul(1_000_003) ^ i as u64));
+                        let seed =
+                            mix(self.cfg.seed ^ mix(epoch.wrapping_mul(1_000_003) ^ i as u64));
                         Draw::sample(cfg, &mut rand::rngs::StdRng::seed_from_u64(seed))
                     }
                     None => Draw::identity(),
@@ -238,8 +239,12 @@ impl Iterator for Prefetch {
         let b = self.rx.as_ref()?.recv().ok()?;
         Some(b.map(|mut b| {
             if self.device != Device::Cpu {
-                b.images = b.images.to_device_(self.device, tch::Kind::Float, true, false);
-                b.labels = b.labels.to_device_(self.device, tch::Kind::Int64, true, false);
+                b.images = b
+                    .images
+                    .to_device_(self.device, tch::Kind::Float, true, false);
+                b.labels = b
+                    .labels
+                    .to_device_(self.device, tch::Kind::Int64, true, false);
             }
             b
         }))

@@ -95,23 +95,53 @@ mod tests {
     #[test]
     fn fractions_and_counts() {
         let counts: BTreeMap<String, usize> = (0..40).map(|i| (format!("s{i}"), 10)).collect();
-        let s = IdentitySplit::new(&counts, &SplitConfig { val: 0.1, test: 10.0, seed: 3 }, 2)
-            .unwrap();
+        let s = IdentitySplit::new(
+            &counts,
+            &SplitConfig {
+                val: 0.1,
+                test: 10.0,
+                seed: 3,
+            },
+            2,
+        )
+        .unwrap();
         assert_eq!((s.train.len(), s.val.len(), s.test.len()), (26, 4, 10));
-        let again =
-            IdentitySplit::new(&counts, &SplitConfig { val: 0.1, test: 10.0, seed: 3 }, 2)
-                .unwrap();
+        let again = IdentitySplit::new(
+            &counts,
+            &SplitConfig {
+                val: 0.1,
+                test: 10.0,
+                seed: 3,
+            },
+            2,
+        )
+        .unwrap();
         assert_eq!(s, again);
-        let other =
-            IdentitySplit::new(&counts, &SplitConfig { val: 0.1, test: 10.0, seed: 4 }, 2)
-                .unwrap();
+        let other = IdentitySplit::new(
+            &counts,
+            &SplitConfig {
+                val: 0.1,
+                test: 10.0,
+                seed: 4,
+            },
+            2,
+        )
+        .unwrap();
         assert_ne!(s.test, other.test);
     }
 
     #[test]
     fn too_many_held_out_is_an_error() {
         let counts: BTreeMap<String, usize> = (0..3).map(|i| (format!("p{i}"), 1)).collect();
-        assert!(IdentitySplit::new(&counts, &SplitConfig { val: 1.0, test: 0.0, seed: 0 }, 2)
-            .is_err());
+        assert!(IdentitySplit::new(
+            &counts,
+            &SplitConfig {
+                val: 1.0,
+                test: 0.0,
+                seed: 0
+            },
+            2
+        )
+        .is_err());
     }
 }

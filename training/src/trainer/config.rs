@@ -65,7 +65,9 @@ impl std::str::FromStr for OptimizerKind {
         match s.to_ascii_lowercase().as_str() {
             "sgd" => Ok(Self::Sgd),
             "adamw" => Ok(Self::Adamw),
-            other => Err(format!("unknown optimizer `{other}` (expected sgd or adamw)")),
+            other => Err(format!(
+                "unknown optimizer `{other}` (expected sgd or adamw)"
+            )),
         }
     }
 }
@@ -152,9 +154,13 @@ impl TrainConfig {
         if self.arch == Arch::Mobilefacenet && self.init == Init::Pretrained {
             return bad("there are no pretrained MobileFaceNet weights: use --init scratch".into());
         }
-        if self.arch == Arch::Resnet128 && self.init == Init::Pretrained && self.embedding_dim != 128
+        if self.arch == Arch::Resnet128
+            && self.init == Init::Pretrained
+            && self.embedding_dim != 128
         {
-            return bad("the pretrained ResNet embeds in 128 dimensions: use --embedding-dim 128".into());
+            return bad(
+                "the pretrained ResNet embeds in 128 dimensions: use --embedding-dim 128".into(),
+            );
         }
         if self.epochs == 0 || self.batch < 2 {
             return bad("--epochs must be ≥ 1 and --batch ≥ 2".into());
@@ -163,7 +169,10 @@ impl TrainConfig {
             return bad(format!("--lr must be a positive number, not {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.target_far) || self.target_far == 0.0 {
-            return bad(format!("--target-far must be in (0, 1), not {}", self.target_far));
+            return bad(format!(
+                "--target-far must be in (0, 1), not {}",
+                self.target_far
+            ));
         }
         if !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.margin) {
             return bad(format!("--margin must be in [0, π/2), not {}", self.margin));

@@ -91,7 +91,8 @@ pub struct TrainSummary {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::json(path.display().to_string(), e))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::json(path.display().to_string(), e))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
@@ -129,13 +130,15 @@ fn stages(arch: Arch) -> Vec<Vec<String>> {
     }
 }
 
-struct Model {
-    vs: nn::VarStore,
-    net: Box<dyn EmbeddingNet>,
-    head: Box<dyn Head>,
+/// A backbone and its training head in one var store.
+pub struct Model {
+    pub vs: nn::VarStore,
+    pub net: Box<dyn EmbeddingNet>,
+    pub head: Box<dyn Head>,
 }
 
-fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<Model> {
+/// Build the backbone (loading pretrained weights when asked) and the head for `classes`.
+pub fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<Model> {
     let mut vs = nn::VarStore::new(opts.device);
     let net: Box<dyn EmbeddingNet> = match (cfg.arch, cfg.init) {
         (Arch::Resnet128, Init::Pretrained) => {
@@ -143,7 +146,9 @@ fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<M
             let weights = models.load(facepipe_pipeline::models::FACE_RECOGNITION)?;
             Box::new(FaceResNet::pretrained(&vs, &weights)?)
         }
-        (Arch::Resnet128, Init::Scratch) => Box::new(FaceResNet::new(&vs.root(), cfg.embedding_dim)),
+        (Arch::Resnet128, Init::Scratch) => {
+            Box::new(FaceResNet::new(&vs.root(), cfg.embedding_dim))
+        }
         (Arch::Mobilefacenet, _) => Box::new(MobileFaceNet::new(&vs.root(), cfg.embedding_dim)),
     };
     let head = build_head(
@@ -171,7 +176,8 @@ fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<M
     Ok(Model { vs, net, head })
 }
 
-fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+/// The optimiser of `cfg` over every trainable variable of `vs`.
+pub fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
     let opt = match cfg.optimizer {
         OptimizerKind::Sgd => nn::Sgd {
             momentum: cfg.momentum,
@@ -186,7 +192,7 @@ fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer
 }
 
 /// Group learning rates for the current step (backbone slower when pretrained).
-fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
+pub fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
     let mult = if cfg.init == Init::Pretrained {
         cfg.backbone_lr_mult
     } else {
@@ -196,11 +202,60 @@ fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
     opt.set_lr_group(1, lr);
 }
 
-/// Dynamic loss scale for half-precision training (doubles after a run of good steps, halves
-/// and skips the step on overflow).
-struct LossScale {
+/// One optimiser step, in f32 or mixed precision. Mixed precision uses a dynamic loss scale:
+/// it doubles after a run of good steps, and a step whose gradients overflow is skipped and
+/// halves it.
+#[derive(Debug)]
+pub struct Stepper {
+    amp: bool,
     scale: f64,
     good: usize,
+}
+
+impl Stepper {
+    pub fn new(amp: bool) -> Self {
+        Self {
+            amp,
+            scale: 65536.0,
+            good: 0,
+        }
+    }
+
+    /// Backward + update; returns whether the update was applied.
+    pub fn step(
+        &mut self,
+        opt: &mut nn::Optimizer,
+        vs: &nn::VarStore,
+        loss: &tch::Tensor,
+        finite: bool,
+    ) -> bool {
+        if !self.amp {
+            opt.backward_step(loss);
+            return true;
+        }
+        opt.zero_grad();
+        (loss * self.scale).backward();
+        if !(finite && grads_finite(vs)) {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good = 0;
+            return false;
+        }
+        tch::no_grad(|| {
+            for v in vs.trainable_variables() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.g_div_scalar_(self.scale);
+                }
+            }
+        });
+        opt.step();
+        self.good += 1;
+        if self.good >= 1000 {
+            self.scale *= 2.0;
+            self.good = 0;
+        }
+        true
+    }
 }
 
 fn grads_finite(vs: &nn::VarStore) -> bool {
@@ -213,7 +268,12 @@ fn grads_finite(vs: &nn::VarStore) -> bool {
 }
 
 /// Train on the prepared dataset at `dataset`, writing checkpoints and the artifact into `out`.
-pub fn train(dataset: &Path, out: &Path, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
+pub fn train(
+    dataset: &Path,
+    out: &Path,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> Result<TrainSummary> {
     cfg.check()?;
     crate::init_threads();
     let faces = FaceSet::load(dataset)?;
@@ -221,7 +281,12 @@ pub fn train(dataset: &Path, out: &Path, cfg: &TrainConfig, opts: &RunOptions) -
 }
 
 /// [`train`] on an already loaded [`FaceSet`] (sweeps share one).
-pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainSummary> {
+pub fn train_on(
+    faces: &FaceSet,
+    out: &Path,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+) -> Result<TrainSummary> {
     cfg.check()?;
     let ckpt = out.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
@@ -288,7 +353,13 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
     }
     let input = cfg.input();
     if !opts.resume && cfg.imprint {
-        imprint(&model, &train_set, &input, cfg.batch.clamp(8, 256), opts.device)?;
+        imprint(
+            &model,
+            &train_set,
+            &input,
+            cfg.batch.clamp(8, 256),
+            opts.device,
+        )?;
     }
     let mut opt = build_optimizer(cfg, &model.vs)?;
 
@@ -308,12 +379,14 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
     )?;
     let steps_per_epoch = cfg
         .max_steps_per_epoch
-        .map_or(loader.batches_per_epoch(), |m| m.min(loader.batches_per_epoch()))
+        .map_or(loader.batches_per_epoch(), |m| {
+            m.min(loader.batches_per_epoch())
+        })
         .max(1);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let amp = opts.device.is_cuda() && cfg.amp;
-    let mut scaler = LossScale { scale: 65536.0, good: 0 };
+    let mut scaler = Stepper::new(amp);
     let eval_batch = cfg.batch.clamp(8, 256);
 
     while state.completed_epochs < cfg.epochs && !state.stopped_early {
@@ -321,11 +394,9 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
         let bar = if opts.progress {
             let b = ProgressBar::new(steps_per_epoch as u64);
             b.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             b.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
             b
@@ -351,31 +422,7 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
                     cfg.lr
                 )));
             }
-            if amp {
-                opt.zero_grad();
-                (&out.loss * scaler.scale).backward();
-                if loss.is_finite() && grads_finite(&model.vs) {
-                    tch::no_grad(|| {
-                        for v in model.vs.trainable_variables() {
-                            let mut g = v.grad();
-                            if g.defined() {
-                                let _ = g.g_div_scalar_(scaler.scale);
-                            }
-                        }
-                    });
-                    opt.step();
-                    scaler.good += 1;
-                    if scaler.good >= 1000 {
-                        scaler.scale *= 2.0;
-                        scaler.good = 0;
-                    }
-                } else {
-                    scaler.scale = (scaler.scale / 2.0).max(1.0);
-                    scaler.good = 0;
-                }
-            } else {
-                opt.backward_step(&out.loss);
-            }
+            scaler.step(&mut opt, &model.vs, &out.loss, loss.is_finite());
             let acc = out.accuracy.double_value(&[]);
             steps += 1;
             state.global_step += 1;
@@ -383,9 +430,19 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
             loss_sum += loss;
             acc_sum += acc;
             let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {loss:.3} acc {acc:.2} lr {lr:.2e} {rate:.0} img/s"));
+            bar.set_message(format!(
+                "loss {loss:.3} acc {acc:.2} lr {lr:.2e} {rate:.0} img/s"
+            ));
             bar.inc(1);
-            tracing::debug!(epoch = epoch + 1, step = steps, loss, acc, lr, img_per_s = rate, "step");
+            tracing::debug!(
+                epoch = epoch + 1,
+                step = steps,
+                loss,
+                acc,
+                lr,
+                img_per_s = rate,
+                "step"
+            );
         }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
@@ -393,7 +450,16 @@ pub fn train_on(faces: &FaceSet, out: &Path, cfg: &TrainConfig, opts: &RunOption
         let val = if val_set.is_empty() {
             None
         } else {
-            Some(validate_people(model.net.as_ref(), &val_set, &input, eval_batch, opts.device)?.0)
+            Some(
+                validate_people(
+                    model.net.as_ref(),
+                    &val_set,
+                    &input,
+                    eval_batch,
+                    opts.device,
+                )?
+                .0,
+            )
         };
         let log = EpochLog {
             epoch: epoch + 1,
@@ -547,7 +613,13 @@ fn finish(
         "people": { "train": state.split.train.len(), "validation": state.split.val.len(), "test": state.split.test.len() },
     });
     if !test_set.is_empty() {
-        let (summary, g, i) = validate_people(model.net.as_ref(), test_set, &input, eval_batch, opts.device)?;
+        let (summary, g, i) = validate_people(
+            model.net.as_ref(),
+            test_set,
+            &input,
+            eval_batch,
+            opts.device,
+        )?;
         let accepted_g = g.iter().filter(|&&s| 1.0 - s < threshold).count();
         let accepted_i = i.iter().filter(|&&s| 1.0 - s < threshold).count();
         let (_, tar_1e3) = validate::threshold_at_far(&g, &i, 1e-3);
@@ -564,7 +636,7 @@ fn finish(
     }
     let metric = Metric {
         distance: DistanceKind::Cosine,
-        threshold: threshold as f32,
+        threshold,
     };
     let mut json = ModelJson::new(cfg.arch_name(), input, cfg.embedding_dim as usize, metric);
     json.training = serde_json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
@@ -578,7 +650,7 @@ fn finish(
         out: out.to_path_buf(),
         state: state.clone(),
         metrics,
-        threshold: threshold as f32,
+        threshold,
         best_score: state.best_score,
     })
 }

@@ -21,7 +21,11 @@ fn polyline(img: &mut RgbImage, points: &[(f32, f32)], colour: Rgb<u8>) {
         }
     }
     for &(x, y) in points {
-        draw_filled_rect_mut(img, Rect::at(x as i32 - 3, y as i32 - 3).of_size(7, 7), colour);
+        draw_filled_rect_mut(
+            img,
+            Rect::at(x as i32 - 3, y as i32 - 3).of_size(7, 7),
+            colour,
+        );
     }
 }
 

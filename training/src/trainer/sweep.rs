@@ -47,7 +47,10 @@ pub fn run(
 ) -> Result<Vec<SweepPoint>> {
     let dirs: Vec<PathBuf> = configs
         .iter()
-        .map(|c| out.join("sweep").join(format!("lr{:.0e}_m{:.2}", c.lr, c.margin)))
+        .map(|c| {
+            out.join("sweep")
+                .join(format!("lr{:.0e}_m{:.2}", c.lr, c.margin))
+        })
         .collect();
     let mut points: Vec<SweepPoint> = Vec::new();
     let jobs: Vec<(TrainConfig, PathBuf)> = configs.iter().cloned().zip(dirs).collect();
@@ -90,8 +93,12 @@ pub fn run(
         for p in &results {
             if opts.progress {
                 match (&p.score, &p.error) {
-                    (Some(s), _) => eprintln!("sweep lr {:.2e} margin {:.2}: score {s:.4}", p.lr, p.margin),
-                    (_, Some(e)) => eprintln!("sweep lr {:.2e} margin {:.2}: failed: {e}", p.lr, p.margin),
+                    (Some(s), _) => {
+                        eprintln!("sweep lr {:.2e} margin {:.2}: score {s:.4}", p.lr, p.margin)
+                    }
+                    (_, Some(e)) => {
+                        eprintln!("sweep lr {:.2e} margin {:.2}: failed: {e}", p.lr, p.margin)
+                    }
                     _ => {}
                 }
             }
@@ -107,7 +114,12 @@ pub fn run(
         .first()
         .filter(|p| p.score.is_some())
         .ok_or_else(|| Error::Invalid("every sweep run failed (see sweep.json)".into()))?;
-    for name in ["model.safetensors", "model.json", "metrics.json", "loss.png"] {
+    for name in [
+        "model.safetensors",
+        "model.json",
+        "metrics.json",
+        "loss.png",
+    ] {
         let from = best.dir.join(name);
         if from.is_file() {
             std::fs::copy(&from, out.join(name)).map_err(|e| Error::io(&from, e))?;

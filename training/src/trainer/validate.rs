@@ -17,7 +17,10 @@ pub fn embed_subset(
     batch: usize,
     device: Device,
 ) -> Result<Tensor> {
-    let loader = Loader::new(subset.clone(), LoaderConfig::eval(batch, input.clone(), device))?;
+    let loader = Loader::new(
+        subset.clone(),
+        LoaderConfig::eval(batch, input.clone(), device),
+    )?;
     let mut parts = Vec::new();
     for b in loader.epoch(0) {
         let b = b?;

@@ -48,7 +48,8 @@ pub fn write_orl_dataset(
         for k in 1..=images {
             let source = format!("{name}/{k}.pgm");
             let img = image::open(orl.join(&source))?.to_rgb8();
-            let crop = image::imageops::resize(&img, 150, 150, image::imageops::FilterType::CatmullRom);
+            let crop =
+                image::imageops::resize(&img, 150, 150, image::imageops::FilterType::CatmullRom);
             let key = format!("{name}_{k:02}");
             let meta = SampleMeta {
                 key: key.clone(),

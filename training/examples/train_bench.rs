@@ -1,0 +1,95 @@
+//! Training-step throughput of a backbone + ArcFace head (1,000 classes) on random inputs:
+//! forward, loss, backward and SGD update, timed after warm-up with a device sync on each
+//! side, in images per second. The same model and step are in scripts/bench/train_torch.py
+//! (PyTorch eager) for the side-by-side comparison that scripts/bench/train.sh gpu runs.
+//!
+//! ```text
+//! cargo run --release -p facepipe-training --example train_bench -- ARCH BATCH STEPS amp|f32 [JSON]
+//! ```
+
+use std::time::Instant;
+
+use facepipe_training::trainer::{
+    build_model, build_optimizer, Arch, Init, RunOptions, Stepper, TrainConfig,
+};
+use tch::{Device, Kind, Tensor};
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arch: Arch = args
+        .get(1)
+        .map_or("mobilefacenet", String::as_str)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let batch: i64 = args.get(2).map_or(Ok(256), |s| s.parse())?;
+    let steps: usize = args.get(3).map_or(Ok(20), |s| s.parse())?;
+    let amp = args.get(4).is_none_or(|s| s == "amp");
+    let device = Device::cuda_if_available();
+    facepipe_training::init_threads();
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let cfg = TrainConfig {
+        arch,
+        init: Init::Scratch,
+        amp,
+        ..TrainConfig::default()
+    };
+    let classes = 1000;
+    let model = build_model(
+        &cfg,
+        classes,
+        &RunOptions {
+            device,
+            models: None,
+            resume: false,
+            progress: false,
+        },
+    )?;
+    let mut opt = build_optimizer(&cfg, &model.vs)?;
+    let s = i64::from(cfg.input().size);
+    let x = Tensor::randn([batch, 3, s, s], (Kind::Float, device));
+    let y = Tensor::randint(classes as i64, [batch], (Kind::Int64, device));
+    let mut stepper = Stepper::new(amp && device.is_cuda());
+    let mut run = |n: usize| {
+        for _ in 0..n {
+            let out = tch::autocast(amp && device.is_cuda(), || {
+                let e = model.net.forward_t(&x, true);
+                model.head.forward(&e.to_kind(Kind::Float), &y)
+            });
+            stepper.step(&mut opt, &model.vs, &out.loss, true);
+        }
+    };
+    run(3);
+    sync(device);
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        run(steps);
+        sync(device);
+        rates.push(batch as f64 * steps as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[1];
+    let report = serde_json::json!({
+        "impl": "facepipe (tch)",
+        "arch": cfg.arch_name(),
+        "batch": batch,
+        "steps": steps,
+        "precision": if amp && device.is_cuda() { "amp" } else { "f32" },
+        "device": format!("{device:?}"),
+        "img_per_s_median_of_3": median,
+        "img_per_s_all": rates,
+    });
+    println!("{report}");
+    if let Some(path) = args.get(5) {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+    }
+    Ok(())
+}
