@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 DATA="${FACEPIPE_SAMPLE_DATA:-$ROOT/../shared/data/faces}"
 REPEATS="${REPEATS:-3}"
+SWEEP_REPEATS="${SWEEP_REPEATS:-2}"
 SWEEP="${SWEEP:-4 8 16 32}"
 WORK="$(mktemp -d /tmp/facepipe-bench-prepare.XXXXXX)"
 RUNS="$WORK/runs.jsonl"
@@ -58,7 +59,12 @@ r = json.load(open(path))
 r.update(label=label, workers=int(workers), task_size=int(k), process_wall_s=float(t1) - float(t0))
 print(json.dumps(r))
 PY
-  tail -n1 "$RUNS" | "$PYTHON" -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"  {r[\"label\"]:<22} workers={r[\"workers\"]} K={r[\"task_size\"]:<3} wall {r[\"wall_s\"]:7.2f} s  {r[\"throughput_img_s\"]:6.2f} img/s  in-run speed-up {r[\"speedup_vs_one_worker\"]:.2f}x  task p50 {r[\"task_p50_s\"]:.2f} s  peak {r.get(\"worker_peak_rss_mib\") or 0:.0f} MiB")'
+  tail -n1 "$RUNS" | "$PYTHON" -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print("  %-20s workers=%d K=%-3d wall %7.2f s  %6.2f img/s  in-run speed-up %.2fx  task p50 %.2f s  peak %.0f MiB" % (
+    r["label"], r["workers"], r["task_size"], r["wall_s"], r["throughput_img_s"],
+    r["speedup_vs_one_worker"], r["task_p50_s"], r.get("worker_peak_rss_mib") or 0))'
 }
 
 echo "== local workers, local folders"
@@ -70,7 +76,7 @@ done
 echo "== task-size sweep (2 local workers)"
 for k in $SWEEP; do
   [ "$k" = 16 ] && continue   # measured above
-  for rep in $(seq 1 "$REPEATS"); do run "sweep_k$k" 2 "$k" "$WORK/out-k$k"; done
+  for rep in $(seq 1 "$SWEEP_REPEATS"); do run "sweep_k$k" 2 "$k" "$WORK/out-k$k"; done
 done
 
 echo "== S3 (SeaweedFS) + Lambda emulator, 2 workers"

@@ -4,6 +4,7 @@
 #
 #   scripts/bench/serve.sh                # full run (release build; several minutes)
 #   SECONDS_PER_RUN=5 scripts/bench/serve.sh
+#   SKIP_BUILD=1 scripts/bench/serve.sh    # reuse the release binaries already built
 #
 # Identify: one 640x480 photo with one face (tests/fixtures/serving/gallery/Barack_Obama/
 # Barack_Obama_0004.jpg, centre-cropped to 4:3 and scaled), server pinned with taskset to
@@ -26,7 +27,8 @@ trap cleanup EXIT
 mkdir -p bench/results
 
 echo "==> release build (facepipe, load_gen, gallery_bench)"
-cargo build --release -q -p facepipe -p facepipe-serving --bin facepipe --example load_gen --example gallery_bench
+# SKIP_BUILD=1 reuses binaries already built (the shared target dir may be busy).
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -q -p facepipe -p facepipe-serving --bin facepipe --example load_gen --example gallery_bench
 bin="$CARGO_TARGET_DIR/release/facepipe"
 ex="$CARGO_TARGET_DIR/release/examples"
 ncpu="$(nproc)"

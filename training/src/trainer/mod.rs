@@ -8,7 +8,6 @@
 //! backbone can learn slower), the head under `head.` (group 1; not saved in the artifact).
 
 pub mod config;
-pub mod plots;
 pub mod sweep;
 pub mod validate;
 
@@ -612,32 +611,32 @@ fn finish(
         "stopped_early": state.stopped_early,
         "people": { "train": state.split.train.len(), "validation": state.split.val.len(), "test": state.split.test.len() },
     });
-    if !test_set.is_empty() {
-        let (summary, g, i) = validate_people(
-            model.net.as_ref(),
-            test_set,
-            &input,
-            eval_batch,
-            opts.device,
-        )?;
-        let accepted_g = g.iter().filter(|&&s| 1.0 - s < threshold).count();
-        let accepted_i = i.iter().filter(|&&s| 1.0 - s < threshold).count();
-        let (_, tar_1e3) = validate::threshold_at_far(&g, &i, 1e-3);
-        let (_, tar_1e2) = validate::threshold_at_far(&g, &i, 1e-2);
-        metrics["test"] = serde_json::json!({
-            "pairs": summary,
-            "tar_at_far_1e-3": tar_1e3,
-            "tar_at_far_1e-2": tar_1e2,
-            "at_calibrated_threshold": {
-                "tar": accepted_g as f64 / g.len().max(1) as f64,
-                "far": accepted_i as f64 / i.len().max(1) as f64,
-            },
-        });
-    }
     let metric = Metric {
         distance: DistanceKind::Cosine,
         threshold,
     };
+    if !test_set.is_empty() {
+        // The held-out people, through the same evaluation as `facepipe evaluate`.
+        let emb = validate::embed_subset(model.net.as_ref(), test_set, &input, eval_batch, opts.device)?;
+        let flat = Vec::<f32>::try_from(emb.flatten(0, -1))?;
+        let dim = cfg.embedding_dim as usize;
+        let rows: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+        let labels: Vec<usize> = test_set.labels.iter().map(|&l| l as usize).collect();
+        let report = crate::eval::evaluate(
+            format!("{} (trained, test people)", cfg.arch_name()),
+            &rows,
+            &labels,
+            &metric,
+            &crate::eval::EvalOptions {
+                target_far: cfg.target_far,
+                seed: cfg.seed,
+                ..Default::default()
+            },
+            None,
+        )?;
+        crate::eval::plot_roc(&report.roc, &out.join("roc.png"))?;
+        metrics["test"] = serde_json::to_value(&report).map_err(|e| Error::json("test report", e))?;
+    }
     let mut json = ModelJson::new(cfg.arch_name(), input, cfg.embedding_dim as usize, metric);
     json.training = serde_json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
     json.training["history"] =
@@ -645,7 +644,13 @@ fn finish(
     json.metrics = metrics.clone();
     artifact::save(out, &model.vs, &json)?;
     write_json(&out.join("metrics.json"), &metrics)?;
-    crate::trainer::plots::loss_png(&out.join("loss.png"), &state.history)?;
+    let losses: Vec<(f64, f64)> = state
+        .history
+        .iter()
+        .map(|h| (h.epoch as f64, h.train_loss))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    crate::eval::plot_loss(&losses, &out.join("loss.png"))?;
     Ok(TrainSummary {
         out: out.to_path_buf(),
         state: state.clone(),
