@@ -18,7 +18,7 @@ use crate::common::{parse_device, GlobalArgs};
 /// validation verification stops improving, calibrates the threshold at --target-far on the
 /// validation people and reports verification on the test people.
 ///
-/// OUT receives model.safetensors + model.json (the artifact), metrics.json, loss.png,
+/// OUT receives model.safetensors + model.json (the artifact), metrics.json, roc.png, loss.png,
 /// split.json and checkpoint/ (for --resume).
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -226,13 +226,11 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(test) = m.get("test") {
         println!(
-            "test people: AUC {:.4}, best accuracy {:.4}, TAR@FAR1e-3 {:.4}, TAR@FAR1e-2 {:.4}",
-            test["pairs"]["auc"].as_f64().unwrap_or(f64::NAN),
-            test["pairs"]["best_balanced_accuracy"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            test["tar_at_far_1e-3"].as_f64().unwrap_or(f64::NAN),
-            test["tar_at_far_1e-2"].as_f64().unwrap_or(f64::NAN),
+            "test people: {}-fold accuracy {:.4}, ROC AUC {:.4}, rank-1 {:.4}",
+            test["accuracy"]["folds"],
+            test["accuracy"]["mean"].as_f64().unwrap_or(f64::NAN),
+            test["roc_auc"].as_f64().unwrap_or(f64::NAN),
+            test["identification"]["rank1"].as_f64().unwrap_or(f64::NAN),
         );
     }
     println!("model written to {}", args.out.display());

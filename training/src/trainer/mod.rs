@@ -617,7 +617,13 @@ fn finish(
     };
     if !test_set.is_empty() {
         // The held-out people, through the same evaluation as `facepipe evaluate`.
-        let emb = validate::embed_subset(model.net.as_ref(), test_set, &input, eval_batch, opts.device)?;
+        let emb = validate::embed_subset(
+            model.net.as_ref(),
+            test_set,
+            &input,
+            eval_batch,
+            opts.device,
+        )?;
         let flat = Vec::<f32>::try_from(emb.flatten(0, -1))?;
         let dim = cfg.embedding_dim as usize;
         let rows: Vec<Vec<f32>> = flat.chunks_exact(dim).map(<[f32]>::to_vec).collect();
@@ -635,7 +641,8 @@ fn finish(
             None,
         )?;
         crate::eval::plot_roc(&report.roc, &out.join("roc.png"))?;
-        metrics["test"] = serde_json::to_value(&report).map_err(|e| Error::json("test report", e))?;
+        metrics["test"] =
+            serde_json::to_value(&report).map_err(|e| Error::json("test report", e))?;
     }
     let mut json = ModelJson::new(cfg.arch_name(), input, cfg.embedding_dim as usize, metric);
     json.training = serde_json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
