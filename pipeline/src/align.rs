@@ -250,7 +250,9 @@ pub fn template_fit_error(landmarks: &Landmarks68) -> f64 {
     let mut from = Vec::new();
     let mut to = Vec::new();
     for i in template_indices() {
-        let Some(p) = landmarks.0.get(i) else { continue };
+        let Some(p) = landmarks.0.get(i) else {
+            continue;
+        };
         from.push([
             (CHIP_PADDING + MEAN_X[i - 17]) / (2.0 * CHIP_PADDING + 1.0) * size,
             (CHIP_PADDING + MEAN_Y[i - 17]) / (2.0 * CHIP_PADDING + 1.0) * size,

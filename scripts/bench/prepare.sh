@@ -112,7 +112,7 @@ weed filer.copy "$INPUT"/* "http://127.0.0.1:$FILERP/buckets/bench/input/" > "$W
   || { echo "filer.copy failed:"; tail "$WORK/copy.log"; exit 1; }
 LP=$(free_port)
 # One thread per worker, as the local executor gives its children.
-( cd pipeline && RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 RUST_LOG=warn setsid cargo lambda watch --release \
+( cd pipeline && RAYON_NUM_THREADS=1 MATMUL_NUM_THREADS=1 RUST_LOG=warn exec setsid cargo lambda watch --release \
     --invoke-address 127.0.0.1 --invoke-port "$LP" --concurrency 2 \
     --features lambda --bin facepipe-lambda-worker --ignore-changes > "$WORK/lambda.log" 2>&1 ) &
 PIDS+=($!)

@@ -7,6 +7,9 @@
 //! Needs `cargo build -p facepipe` and, for the Lambda test, the `weed` and `cargo-lambda`
 //! binaries on PATH (`. scripts/env.sh`). Tests that need a missing tool say so and skip.
 
+// Test helpers fail loudly: a panic with the unwrapped error is the test's report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
