@@ -485,20 +485,6 @@ pub fn train_on(
                 v.best_balanced_accuracy, v.auc
             ))
         );
-        if opts.progress {
-            eprintln!(
-                "epoch {}/{}: loss {:.4}, train acc {:.3}, {:.0} img/s{}",
-                epoch + 1,
-                cfg.epochs,
-                log.train_loss,
-                log.train_accuracy,
-                log.images_per_s,
-                log.val.map_or(String::new(), |v| format!(
-                    ", validation verification acc {:.4} AUC {:.4}",
-                    v.best_balanced_accuracy, v.auc
-                ))
-            );
-        }
         state.history.push(log);
         state.completed_epochs += 1;
         model.vs.save(ckpt.join(LAST_WEIGHTS))?;
