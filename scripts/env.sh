@@ -14,4 +14,6 @@ esac
 export PYTHON="$FACEPIPE_VENV/bin/python3"
 # One build folder outside the clone, so CI and fresh clones reuse compiled dependencies.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FACEPIPE_CACHE/target}"
+# Incremental artifacts break under concurrent builds and slow clean CI builds: off by default.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export FACEPIPE_BIN="$CARGO_TARGET_DIR/debug/facepipe"

@@ -25,6 +25,7 @@ echo "==> 1. prepare: detect and align every face (local workers, local storage)
 "$fp" prepare "$sample/orl" "$work/orl-prepared" --job sample-orl --workers 2
 
 echo "==> 2. train: fine-tune the pretrained network on ORL people, evaluate on held-out people"
+rm -rf "$work/model"   # a fresh run each time (use `facepipe train --resume` to continue one)
 "$fp" train "$work/orl-prepared" "$work/model" --arch resnet128 --init pretrained \
   --epochs "${FACEPIPE_EPOCHS:-3}" --device auto
 "$fp" evaluate pretrained "$work/orl-prepared" --out "$work/eval-pretrained"

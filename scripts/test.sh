@@ -16,5 +16,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "==> build the binaries the end-to-end tests run"
 cargo build --workspace --bins --all-features
+echo "==> build the Lambda worker as the emulator builds it (so the tests reuse it)"
+(cd pipeline && cargo build --features lambda --bin facepipe-lambda-worker)
 echo "==> cargo test"
 cargo test --workspace --all-features "${extra[@]}"

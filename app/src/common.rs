@@ -29,8 +29,9 @@ pub fn init_tracing(global: &GlobalArgs) {
     use tracing_subscriber::EnvFilter;
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn,facepipe=info",
-        (false, 1) => "info,facepipe=debug",
+        // The commands print their own progress and results; logs are for -v.
+        (false, 0) => "warn",
+        (false, 1) => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

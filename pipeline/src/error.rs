@@ -11,8 +11,15 @@ pub enum Error {
     #[error("unreadable image: {reason}")]
     Unreadable { reason: String },
     /// An image whose header declares more pixels than the configured limit; refused before decoding.
-    #[error("image too large: {width}x{height} = {pixels} pixels exceeds the limit of {limit} pixels")]
-    TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error(
+        "image too large: {width}x{height} = {pixels} pixels exceeds the limit of {limit} pixels"
+    )]
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     /// An input file larger than the byte limit.
     #[error("input too large: {bytes} bytes exceeds the limit of {limit} bytes")]
     TooManyBytes { bytes: u64, limit: u64 },
@@ -40,18 +47,30 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("I/O error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("JSON error in {what}: {source}")]
-    Json { what: String, source: serde_json::Error },
+    Json {
+        what: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
-        Error::Json { what: what.into(), source }
+        Error::Json {
+            what: what.into(),
+            source,
+        }
     }
 
     /// True when the input itself is at fault (bad image, too large): not worth retrying.

@@ -17,7 +17,12 @@ pub struct BBox {
 
 impl BBox {
     pub fn new(x: f32, y: f32, width: f32, height: f32) -> Self {
-        BBox { x, y, width, height }
+        BBox {
+            x,
+            y,
+            width,
+            height,
+        }
     }
 
     pub fn area(&self) -> f32 {

@@ -20,7 +20,13 @@ pub fn fixtures() -> PathBuf {
 pub fn sample_data() -> PathBuf {
     std::env::var_os("FACEPIPE_SAMPLE_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("data").join("faces"))
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("..")
+                .join("shared")
+                .join("data")
+                .join("faces")
+        })
 }
 
 /// The `facepipe` binary built next to the test binaries.
