@@ -37,7 +37,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Send photos to the service (or score locally) and print who is in them.
     Score(cmd::score::ScoreArgs),
-    /// Run the prepare worker loop for one task (used by the local executor).
+    /// Run prepare tasks: one (`--request`) or a stream on stdin (`--serve`, the local executor).
     #[command(hide = true)]
     Worker(cmd::worker::WorkerArgs),
 }

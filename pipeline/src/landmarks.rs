@@ -99,7 +99,6 @@ pub struct LandmarkNet {
 
 impl LandmarkNet {
     pub fn load(models: &ModelDir) -> Result<Self> {
-        crate::nn::default_to_single_threaded_gemm();
         let w = models.load(FACE_LANDMARK_68)?;
         let mut blocks = Vec::with_capacity(4);
         for i in 0..4 {

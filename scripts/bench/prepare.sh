@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # `facepipe prepare` benchmark (release build), written to bench/results/prepare.json:
-#   1. baseline: 1 local worker; then 2 local workers → images/s, speed-up, scaling efficiency
-#   2. task-size sweep at 2 local workers (justifies the default --task-size)
+#   1. 1 and 2 local workers → images/s, speed-up, scaling efficiency, for warm workers (the
+#      default) and, as the baseline in the same run, a fresh process per task
+#      (--process-per-task, the earlier design)
+#   2. task-size sweep at 2 warm local workers (justifies the default --task-size)
 #   3. S3 (SeaweedFS) + Lambda emulator (cargo lambda watch) at 2 workers vs local wall time
 #   4. peak resident memory per worker (each worker reports its own VmHWM)
-# Every configuration runs REPEATS times on a fresh output; medians are reported.
+# Every configuration runs REPEATS times on a fresh output, interleaved; medians are reported.
+# The machine may be shared: the load average before and after is recorded, and so is the
+# speed-up computed from measured per-task busy time (task seconds / wall), which is less
+# sensitive to other load than the wall-time ratio.
 #   scripts/bench/prepare.sh            # people/ + ORL s1..s10 (170 photos)
 #   REPEATS=5 BENCH_INPUT=/data/lfw scripts/bench/prepare.sh
+#   SWEEP="" SKIP_S3=1 scripts/bench/prepare.sh   # local scaling only
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
@@ -30,6 +36,9 @@ trap cleanup EXIT
 echo "== release build"
 cargo build --release -p facepipe
 cargo build --release -p facepipe-pipeline --features lambda --bin facepipe-lambda-worker
+# After the build, so it is the load of whatever else runs on the machine.
+LOAD_BEFORE="$(cat /proc/loadavg)"
+echo "== load average before the timed runs: $LOAD_BEFORE"
 BIN="$CARGO_TARGET_DIR/release/facepipe"
 
 if [ -n "${BENCH_INPUT:-}" ]; then
@@ -67,9 +76,11 @@ print("  %-20s workers=%d K=%-3d wall %7.2f s  %6.2f img/s  in-run speed-up %.2f
     r["speedup_vs_one_worker"], r["task_p50_s"], r.get("worker_peak_rss_mib") or 0))'
 }
 
-echo "== local workers, local folders"
+echo "== local workers, local folders (warm workers vs a process per task)"
 for rep in $(seq 1 "$REPEATS"); do
+  run per_task_1_worker 1 16 "$WORK/out-p1" --process-per-task
   run local_1_worker 1 16 "$WORK/out-l1"
+  run per_task_2_workers 2 16 "$WORK/out-p2" --process-per-task
   run local_2_workers 2 16 "$WORK/out-l2"
 done
 
@@ -79,6 +90,7 @@ for k in $SWEEP; do
   for rep in $(seq 1 "$SWEEP_REPEATS"); do run "sweep_k$k" 2 "$k" "$WORK/out-k$k"; done
 done
 
+if [ -z "${SKIP_S3:-}" ]; then
 echo "== S3 (SeaweedFS) + Lambda emulator, 2 workers"
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export AWS_ACCESS_KEY_ID=facepipe-bench AWS_SECRET_ACCESS_KEY=facepipe-bench-secret AWS_REGION=us-east-1
@@ -125,12 +137,16 @@ for rep in $(seq 1 "$REPEATS"); do
   RUN_INPUT=s3://bench/input run s3_local_2_workers 2 16 "s3://bench/out-s3l-$rep" "${S3[@]}"
   RUN_INPUT=s3://bench/input run s3_lambda_2_workers 2 16 "s3://bench/out-s3lambda-$rep" "${S3[@]}" "${LAMBDA[@]}" --models-location s3://bench/models
 done
+fi
+LOAD_AFTER="$(cat /proc/loadavg)"
+echo "== load average after: $LOAD_AFTER"
 
 mkdir -p bench/results
-"$PYTHON" - "$RUNS" "$IMAGES" "$(nproc)" "$REPEATS" > bench/results/prepare.json <<'PY'
+"$PYTHON" - "$RUNS" "$IMAGES" "$(nproc)" "$REPEATS" "$LOAD_BEFORE" "$LOAD_AFTER" > bench/results/prepare.json <<'PY'
 import json, statistics, sys, time, platform
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 images, cores, repeats = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+load = {"before": sys.argv[5], "after": sys.argv[6]}
 by = {}
 for r in runs:
     if r["label"].startswith("warmup"):
@@ -150,25 +166,46 @@ for label, rs in by.items():
         "engine_load_s_median": med(label, "engine_load_mean_s"),
         "worker_peak_rss_mib_max": max((r.get("worker_peak_rss_mib") or 0) for r in rs),
     }
-w1, w2 = summary["local_1_worker"]["wall_s_median"], summary["local_2_workers"]["wall_s_median"]
+def wall(label):
+    return summary[label]["wall_s_median"]
+w1, w2 = wall("local_1_worker"), wall("local_2_workers")
+p1, p2 = wall("per_task_1_worker"), wall("per_task_2_workers")
 speedup = w1 / w2
 sweep = {str(s["task_size"]): s["wall_s_median"] for k, s in summary.items() if k.startswith("sweep_") or k == "local_2_workers"}
+ratios = {
+    "speedup_2_vs_1_local_workers": speedup,
+    "scaling_efficiency_2_workers": speedup / 2,
+    "busy_time_speedup_2_workers": summary["local_2_workers"]["in_run_speedup_median"],
+    "busy_time_efficiency_2_workers": summary["local_2_workers"]["in_run_speedup_median"] / 2,
+    "images_per_s_per_worker_1": images / w1,
+    "per_task_baseline_speedup_2_vs_1": p1 / p2,
+    "per_task_baseline_scaling_efficiency_2_workers": p1 / p2 / 2,
+    "per_task_baseline_busy_time_speedup_2_workers": summary["per_task_2_workers"]["in_run_speedup_median"],
+    "warm_over_per_task_wall_1_worker": w1 / p1,
+    "warm_over_per_task_wall_2_workers": w2 / p2,
+}
+if "s3_lambda_2_workers" in summary:
+    ratios.update({
+        "lambda_s3_wall_over_local_wall": wall("s3_lambda_2_workers") / w2,
+        "local_s3_wall_over_local_wall": wall("s3_local_2_workers") / w2,
+        "lambda_s3_wall_over_local_s3_wall": wall("s3_lambda_2_workers") / wall("s3_local_2_workers"),
+    })
 out = {
     "benchmark": "facepipe prepare", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": {"cores": cores, "platform": platform.platform()}, "images": images, "repeats": repeats,
-    "baseline": "local_1_worker (same run)",
+    "machine": {"cores": cores, "platform": platform.platform(), "loadavg": load},
+    "images": images, "repeats": repeats,
+    "baseline": "per_task_* (a fresh worker process per task, same run) and local_1_worker",
     "summary": summary,
-    "ratios": {
-        "speedup_2_vs_1_local_workers": speedup,
-        "scaling_efficiency_2_workers": speedup / 2,
-        "lambda_s3_wall_over_local_wall": summary["s3_lambda_2_workers"]["wall_s_median"] / w2,
-        "local_s3_wall_over_local_wall": summary["s3_local_2_workers"]["wall_s_median"] / w2,
-        "images_per_s_per_worker_1": images / w1,
-    },
+    "ratios": ratios,
     "task_size_sweep_wall_s_median": dict(sorted(sweep.items(), key=lambda kv: int(kv[0]))),
     "runs": runs,
 }
 json.dump(out, open(1, "w"), indent=2)
 print(json.dumps({k: out[k] for k in ("images", "ratios", "task_size_sweep_wall_s_median")}, indent=2), file=sys.stderr)
+print("%-20s %8s %8s %8s %8s %8s" % ("config", "wall_s", "img/s", "busy_x", "p50_s", "rss_MiB"), file=sys.stderr)
+for label, s in summary.items():
+    print("%-20s %8.2f %8.2f %8.2f %8.2f %8.0f" % (label, s["wall_s_median"], s["throughput_img_s_median"],
+          s["in_run_speedup_median"], s["task_p50_s_median"], s["worker_peak_rss_mib_max"]), file=sys.stderr)
+print("load average before: %s; after: %s" % (load["before"], load["after"]), file=sys.stderr)
 PY
 echo "== wrote bench/results/prepare.json"

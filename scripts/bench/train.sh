@@ -2,10 +2,13 @@
 # Training benchmarks.
 #   scripts/bench/train.sh loader   decode+augment img/s on 1 core and all cores, projected to
 #                                   16 cores -> bench/results/loader.json   (CPU, any machine)
-#   scripts/bench/train.sh gpu      img/s of a training step at batch 256 (mixed precision) for
+#   scripts/bench/train.sh gpu [bf16|fp16|f32]
+#                                   img/s of a training step at batch 256 (default bf16 autocast
+#                                   on the backbone, head in f32; fp16 adds loss scaling) for
 #                                   each backbone, facepipe (tch) and the PyTorch eager twin
-#                                   (scripts/bench/train_torch.py) in the same run, with peak GPU
-#                                   memory -> bench/results/train_gpu.json   (needs a CUDA GPU)
+#                                   (scripts/bench/train_torch.py) in the same run and the same
+#                                   precision, with peak GPU memory
+#                                   -> bench/results/train_gpu.json   (needs a CUDA GPU)
 #   scripts/bench/train.sh cpu      the same step benchmark on CPU at batch 32, f32
 #                                   -> bench/results/train_cpu.json
 # On a GPU machine with the binaries carried over, set FACEPIPE_EXAMPLES to the folder holding
@@ -49,7 +52,7 @@ case "$mode" in
     "$ex/loader_bench" bench/results/loader.json
     ;;
   gpu|cpu)
-    if [ "$mode" = gpu ]; then batch=256; steps=20; prec=amp; else batch=32; steps=3; prec=f32; fi
+    if [ "$mode" = gpu ]; then batch=256; steps=20; prec="${2:-bf16}"; else batch=32; steps=3; prec=f32; fi
     out="bench/results/train_$mode.json"
     {
       echo "["

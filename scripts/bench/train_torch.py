@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch eager twin of `cargo run --example train_bench`: the same backbone (MobileFaceNet
 112 px or the face engine's 128-d ResNet at 150 px), the same ArcFace head (1,000 classes,
-s=30, m=0.3), SGD with momentum, random inputs; forward + loss + backward + step timed after
-warm-up with torch.cuda.synchronize(), img/s as the median of 3 timed runs.
+s=30, m=0.3), SGD with Nesterov momentum and weight decay, random inputs; forward + loss +
+backward + step timed after warm-up with torch.cuda.synchronize(), img/s as the median of 3
+timed runs.
 
-usage: train_torch.py ARCH BATCH STEPS amp|f32 [JSON]
+Precision, as in facepipe: bf16 autocast on the backbone (no loss scaling), fp16 autocast with
+a GradScaler, or f32; the ArcFace head runs in f32 in every case. CPU runs are always f32.
+
+usage: train_torch.py ARCH BATCH STEPS bf16|fp16|f32 [JSON]
 """
 import json
 import math
@@ -118,8 +122,13 @@ def main():
     arch = sys.argv[1] if len(sys.argv) > 1 else "mobilefacenet"
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 256
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    amp = (sys.argv[4] if len(sys.argv) > 4 else "amp") == "amp"
+    precision = sys.argv[4] if len(sys.argv) > 4 else "bf16"
+    if precision not in ("bf16", "fp16", "f32"):
+        sys.exit(f"precision must be bf16, fp16 or f32, not {precision!r}")
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev != "cuda":
+        precision = "f32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     torch.backends.cudnn.benchmark = True
     net, size = (MobileFaceNet(), 112) if arch == "mobilefacenet" else (FaceResNet(), 150)
     head = ArcFace(128, 1000)
@@ -127,15 +136,17 @@ def main():
     head.to(dev)
     opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9,
                           nesterov=True, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev == "cuda")
+    # Loss scaling only for fp16: bf16 has f32's exponent range.
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
 
     def run(n):
         for _ in range(n):
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev, dtype=torch.float16, enabled=amp and dev == "cuda"):
-                loss = head(net(x), y)
+            with torch.autocast(dev, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                emb = net(x)
+            loss = head(emb.float(), y)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
@@ -158,7 +169,7 @@ def main():
         "arch": "faceapi_resnet" if arch != "mobilefacenet" else "mobilefacenet",
         "batch": batch,
         "steps": steps,
-        "precision": "amp" if amp and dev == "cuda" else "f32",
+        "precision": precision,
         "device": dev,
         "img_per_s_median_of_3": rates[1],
         "img_per_s_all": rates,

@@ -89,38 +89,43 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Write the three files into `dir` (which must exist).
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    /// The three files of the bundle as `(name, bytes)`, `deployment.json` last: a reader
+    /// takes its presence to mean the others are complete.
+    pub fn encode(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let g = &self.gallery;
         let bytes: Vec<u8> = g.data().iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = TensorView::new(Dtype::F32, vec![g.len(), g.dim()], &bytes)
             .map_err(|e| Error::Internal(format!("gallery tensor: {e:?}")))?;
-        let path = dir.join(GALLERY_FILE);
-        safetensors::serialize_to_file([(EMBEDDINGS_TENSOR, view)], &None, &path)
-            .map_err(|e| Error::registry(path.display(), e))?;
+        let gallery = safetensors::serialize([(EMBEDDINGS_TENSOR, view)], &None)
+            .map_err(|e| Error::Internal(format!("gallery tensor: {e:?}")))?;
         let labels = Labels {
             people: g.people().to_vec(),
             rows: g.row_person().to_vec(),
             sources: g.sources().to_vec(),
         };
-        write_json(&dir.join(LABELS_JSON), &labels)?;
-        write_json(&dir.join(DEPLOYMENT_JSON), &self.info)
+        Ok(vec![
+            (GALLERY_FILE, gallery),
+            (LABELS_JSON, to_json(LABELS_JSON, &labels)?),
+            (DEPLOYMENT_JSON, to_json(DEPLOYMENT_JSON, &self.info)?),
+        ])
     }
 
-    /// Read a bundle written by [`Bundle::write`].
-    pub fn read(dir: &Path) -> Result<Self> {
-        let info: DeploymentInfo = read_json(&dir.join(DEPLOYMENT_JSON))?;
-        let labels: Labels = read_json(&dir.join(LABELS_JSON))?;
-        let path = dir.join(GALLERY_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| Error::registry(path.display(), e))?;
-        let tensors = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::registry(path.display(), format!("{e:?}")))?;
+    /// Rebuild a bundle from the bytes of its three files; `at` names where they came from
+    /// in error messages.
+    pub fn decode(at: &str, deployment: &[u8], labels: &[u8], gallery: &[u8]) -> Result<Self> {
+        let info: DeploymentInfo = serde_json::from_slice(deployment)
+            .map_err(|e| Error::registry(format!("{at}/{DEPLOYMENT_JSON}"), e))?;
+        let labels: Labels = serde_json::from_slice(labels)
+            .map_err(|e| Error::registry(format!("{at}/{LABELS_JSON}"), e))?;
+        let path = format!("{at}/{GALLERY_FILE}");
+        let tensors = safetensors::SafeTensors::deserialize(gallery)
+            .map_err(|e| Error::registry(&path, format!("{e:?}")))?;
         let t = tensors
             .tensor(EMBEDDINGS_TENSOR)
-            .map_err(|e| Error::registry(path.display(), format!("{e:?}")))?;
+            .map_err(|e| Error::registry(&path, format!("{e:?}")))?;
         if t.dtype() != Dtype::F32 || t.shape().len() != 2 {
             return Err(Error::registry(
-                path.display(),
+                &path,
                 format!(
                     "expected f32 [rows, dim], found {:?} {:?}",
                     t.dtype(),
@@ -143,8 +148,31 @@ impl Bundle {
             labels.sources,
             data,
         )
-        .map_err(|e| Error::registry(dir.display(), e))?;
+        .map_err(|e| Error::registry(at, e))?;
         Ok(Bundle { info, gallery })
+    }
+
+    /// Write the three files into `dir` (which must exist).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        for (name, bytes) in self.encode()? {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::registry(path.display(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Read a bundle written by [`Bundle::write`].
+    pub fn read(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| Error::registry(path.display(), e))
+        };
+        Bundle::decode(
+            &dir.display().to_string(),
+            &read(DEPLOYMENT_JSON)?,
+            &read(LABELS_JSON)?,
+            &read(GALLERY_FILE)?,
+        )
     }
 }
 
@@ -155,14 +183,8 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::registry(path.display(), e))?;
-    std::fs::write(path, text).map_err(|e| Error::registry(path.display(), e))
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read(path).map_err(|e| Error::registry(path.display(), e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::registry(path.display(), e))
+fn to_json<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(format!("encoding {name}: {e}")))
 }
 
 /// The default metric of a model when the artifact does not say: the pretrained network's.

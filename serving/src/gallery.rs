@@ -1,4 +1,4 @@
-//! The gallery: every enrolled embedding of every known person, and exact top-k search.
+//! The gallery: every enrolled embedding of every known person, and top-k search.
 //!
 //! # All embeddings, not centroids
 //! We keep every embedding a person was enrolled with and score a person by the distance to
@@ -8,13 +8,32 @@
 //! pretrained network's raw (unnormalised) embeddings make such means worse. Nearest
 //! neighbour keeps each pose as its own reference, and enrolling one more photo can only move
 //! a person closer. The price is memory and search time linear in photos rather than people,
-//! which the brute-force kernel below keeps small (see `scripts/bench/serve.sh`).
+//! which the two-stage search below keeps small (see `scripts/bench/serve.sh`).
 //!
-//! # Search
+//! # Exact scan
 //! Rows live in one contiguous `f32` matrix. For Euclidean distance we precompute every
 //! row's squared norm and use ‖q − r‖² = ‖q‖² + ‖r‖² − 2 q·r, so a query costs one dot
 //! product per row; for cosine distance the rows are stored L2-normalised and the distance is
 //! 1 − q̂·r. Large galleries are split over the rayon pool.
+//!
+//! # Two-stage search (large galleries)
+//! The exact scan reads 512 bytes per 128-d row, so at a million rows it is bound by memory
+//! bandwidth. Every row therefore also has an int8 copy scaled per row (`r ≈ s·c`, 128
+//! bytes plus three floats). A query is quantised the same way and stage one scans the int8
+//! copy (integer dot products, vectorised, over the rayon pool), keeping a shortlist of the
+//! rows with the smallest *lower bound* of their distance. Stage two recomputes the exact
+//! `f32` distance of the shortlist only.
+//!
+//! The lower bound is rigorous: with `q = s_q c_q + e_q` and `r = s_r c_r + e_r`, where every
+//! rounding error is at most half a step, `|q·r − s_q s_r c_q·c_r| ≤ ½ s_r (‖q‖₁ + s_q ‖c_r‖₁)`.
+//! After the rerank, when the k-th best person's exact distance is no larger than the
+//! smallest lower bound of any row left out of the shortlist, no left-out row can enter the
+//! top k, so the answer equals the exact scan's. When that check fails (a crowd of rows
+//! within the quantisation error of each other) the query falls back to the exact scan, so
+//! the shortlist size only trades speed, never correctness.
+
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use facepipe_training::{DistanceKind, Metric};
 use rayon::prelude::*;
@@ -24,6 +43,21 @@ use crate::error::{Error, Result};
 /// Rows per parallel chunk: below this a query runs on the calling thread.
 const PAR_CHUNK_ROWS: usize = 16 * 1024;
 
+/// Below this many rows the exact scan is as fast as the two stages (a 2k × 128 matrix is
+/// 1 MiB and sits in cache); see `serving/examples/gallery_bench.rs`.
+const TWO_STAGE_MIN_ROWS: usize = 4 * 1024;
+
+/// Rows the first stage keeps per query: `max(SHORTLIST_MIN, SHORTLIST_PER_K · k)`. The
+/// quantisation error of a 128-d row is about 1% of a typical distance, so only the rows
+/// within that margin of the k-th person compete; 256 leaves room for people with many
+/// photos near the query (each photo is a row) and for dense clusters. Its cost is the
+/// rerank (256 exact dot products, ~10 µs), small next to the scan.
+const SHORTLIST_MIN: usize = 256;
+const SHORTLIST_PER_K: usize = 16;
+
+/// Width of an int8 block: rows are padded with zeros to a multiple of it.
+const BLOCK: usize = 16;
+
 /// One candidate person for a query embedding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -31,6 +65,94 @@ pub struct Candidate {
     pub person: usize,
     /// Distance to the person's closest enrolled embedding.
     pub distance: f32,
+}
+
+/// The int8 copy of the rows for the first stage.
+#[derive(Clone, Debug, Default)]
+struct Quantized {
+    /// `dim` rounded up to [`BLOCK`].
+    stride: usize,
+    /// `rows × stride` codes, `c = round(r / s)` in −127..=127, zero padded.
+    codes: Vec<i8>,
+    /// Per row `s = max|r| / 127`.
+    scale: Vec<f32>,
+    /// Per row `s · ‖c‖₁`, for the error bound.
+    scaled_l1: Vec<f32>,
+}
+
+impl Quantized {
+    fn new(dim: usize) -> Self {
+        Quantized {
+            stride: dim.div_ceil(BLOCK) * BLOCK,
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, row: &[f32]) {
+        let (scale, codes) = quantize(row, self.stride);
+        let l1: i32 = codes.iter().map(|&c| i32::from(c).abs()).sum();
+        self.codes.extend_from_slice(&codes);
+        self.scale.push(scale);
+        self.scaled_l1.push(scale * l1 as f32);
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        self.codes.truncate(rows * self.stride);
+        self.scale.truncate(rows);
+        self.scaled_l1.truncate(rows);
+    }
+
+    fn copy_row(&mut self, from: &Quantized, row: usize) {
+        let s = self.stride;
+        self.codes
+            .extend_from_slice(&from.codes[row * s..(row + 1) * s]);
+        self.scale.push(from.scale[row]);
+        self.scaled_l1.push(from.scaled_l1[row]);
+    }
+
+    fn bytes(&self) -> usize {
+        self.codes.len() + (self.scale.len() + self.scaled_l1.len()) * 4
+    }
+}
+
+/// Per-vector symmetric int8 quantisation, padded to `stride` codes.
+fn quantize(v: &[f32], stride: usize) -> (f32, Vec<i8>) {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    // An all-zero (or non-finite) vector: codes 0 and scale 0 make the bound exact.
+    let scale = if max > 0.0 && max.is_finite() {
+        max / 127.0
+    } else {
+        0.0
+    };
+    let mut codes = vec![0i8; stride];
+    if scale > 0.0 {
+        for (c, x) in codes.iter_mut().zip(v) {
+            *c = (x / scale).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    (scale, codes)
+}
+
+/// How many queries took each path, for benchmarks and tests (process-wide).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Answered by the exact scan because the gallery is small or k is large.
+    pub exact: u64,
+    /// Answered by the two stages, the bound proving the answer exact.
+    pub two_stage: u64,
+    /// Two stages tried, bound check failed, answered by the exact scan.
+    pub fallback: u64,
+}
+
+static STATS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counters of the search paths taken so far in this process.
+pub fn search_stats() -> SearchStats {
+    SearchStats {
+        exact: STATS[0].load(Ordering::Relaxed),
+        two_stage: STATS[1].load(Ordering::Relaxed),
+        fallback: STATS[2].load(Ordering::Relaxed),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +168,77 @@ pub struct Gallery {
     data: Vec<f32>,
     /// ‖row‖² (Euclidean only; empty for cosine).
     sq_norms: Vec<f32>,
+    /// The int8 copy for the first stage.
+    quant: Quantized,
+}
+
+/// A query prepared for one metric: normalised for cosine, with its int8 form.
+struct Query {
+    q: Vec<f32>,
+    /// ‖q‖² before normalisation (Euclidean).
+    sq: f32,
+    codes: Vec<i16>,
+    scale: f32,
+    l1: f32,
+}
+
+/// A shortlisted row ordered by the lower bound of its distance key.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bound(f32, u32);
+
+impl Eq for Bound {}
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Bound {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// The `m` rows of smallest lower bound seen so far, and the smallest bound left out.
+struct Shortlist {
+    m: usize,
+    heap: BinaryHeap<Bound>,
+    excluded_min: f32,
+}
+
+impl Shortlist {
+    fn new(m: usize) -> Self {
+        Shortlist {
+            m,
+            heap: BinaryHeap::with_capacity(m + 1),
+            excluded_min: f32::INFINITY,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, bound: f32, row: u32) {
+        if self.heap.len() < self.m {
+            self.heap.push(Bound(bound, row));
+            return;
+        }
+        // The heap is full, so it has a top.
+        let worst = self.heap.peek().map_or(f32::INFINITY, |b| b.0);
+        if bound < worst {
+            if let Some(out) = self.heap.pop() {
+                self.excluded_min = self.excluded_min.min(out.0);
+            }
+            self.heap.push(Bound(bound, row));
+        } else {
+            self.excluded_min = self.excluded_min.min(bound);
+        }
+    }
+
+    fn merge(mut self, other: Shortlist) -> Shortlist {
+        self.excluded_min = self.excluded_min.min(other.excluded_min);
+        for b in other.heap {
+            self.offer(b.0, b.1);
+        }
+        self
+    }
 }
 
 impl Gallery {
@@ -59,6 +252,7 @@ impl Gallery {
             sources: Vec::new(),
             data: Vec::new(),
             sq_norms: Vec::new(),
+            quant: Quantized::new(dim),
         }
     }
 
@@ -98,7 +292,8 @@ impl Gallery {
         Ok(g)
     }
 
-    /// Normalise (cosine) or compute squared norms (Euclidean) of rows from `first` on.
+    /// Normalise (cosine) or compute squared norms (Euclidean) of rows from `first` on,
+    /// and quantise them.
     fn prepare_rows(&mut self, first: usize) {
         let dim = self.dim;
         match self.kind {
@@ -114,6 +309,10 @@ impl Gallery {
                 let rows = self.data[first * dim..].chunks_exact(dim);
                 self.sq_norms.extend(rows.map(|r| dot(r, r)));
             }
+        }
+        self.quant.truncate(first);
+        for row in self.data[first * dim..].chunks_exact(dim) {
+            self.quant.push(row);
         }
     }
 
@@ -165,9 +364,10 @@ impl Gallery {
         counts
     }
 
-    /// Bytes held by the search matrix and per-row bookkeeping (not the names).
+    /// Bytes held by the search matrices (f32 and int8) and per-row bookkeeping (not the
+    /// names).
     pub fn matrix_bytes(&self) -> usize {
-        (self.data.len() + self.sq_norms.len()) * 4 + self.row_person.len() * 4
+        (self.data.len() + self.sq_norms.len()) * 4 + self.row_person.len() * 4 + self.quant.bytes()
     }
 
     /// Add embeddings for `name` (a new person or more photos of a known one).
@@ -220,6 +420,7 @@ impl Gallery {
             if let Some(n) = self.sq_norms.get(row) {
                 g.sq_norms.push(*n);
             }
+            g.quant.copy_row(&self.quant, row);
         }
         Some(g)
     }
@@ -274,9 +475,148 @@ impl Gallery {
     }
 
     /// The `k` closest people, closest first (a person counts once, by their closest row).
+    /// Large galleries use the two-stage search, whose answer is the exact scan's.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<Candidate> {
+        if k == 0 || self.is_empty() || query.len() != self.dim {
+            return Vec::new();
+        }
+        let m = shortlist_size(k);
+        // A shortlist of a sizeable share of the gallery saves little over scanning it.
+        if self.len() < TWO_STAGE_MIN_ROWS || m >= self.len() / 4 {
+            STATS[0].fetch_add(1, Ordering::Relaxed);
+            return self.search_exact(query, k);
+        }
+        match self.search_two_stage(query, k, m) {
+            (top, true) => {
+                STATS[1].fetch_add(1, Ordering::Relaxed);
+                top
+            }
+            (_, false) => {
+                STATS[2].fetch_add(1, Ordering::Relaxed);
+                self.search_exact(query, k)
+            }
+        }
+    }
+
+    /// The exact scan over every `f32` row (the reference the two stages must match).
+    pub fn search_exact(&self, query: &[f32], k: usize) -> Vec<Candidate> {
         let distances = self.row_distances(query);
         self.top_people(&distances, k)
+    }
+
+    /// Stage one over the int8 copy keeping `m` rows, stage two exact on those. The flag
+    /// says whether the bound proves the answer equal to the exact scan's.
+    fn search_two_stage(&self, query: &[f32], k: usize, m: usize) -> (Vec<Candidate>, bool) {
+        let query = self.quantized_query(query);
+        let shortlist = self.scan_quantized(&query, m);
+        let excluded_min = shortlist.excluded_min;
+        // Stage two: exact distance keys of the shortlisted rows, best row per person.
+        let mut rows: Vec<(u32, f32)> = shortlist
+            .heap
+            .into_iter()
+            .map(|b| {
+                let row = b.1 as usize;
+                (self.row_person[row], self.exact_key(&query, row))
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        rows.dedup_by_key(|r| r.0);
+        rows.sort_unstable_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        rows.truncate(k);
+        // A left-out row has a key ≥ its lower bound ≥ `excluded_min`: when the k-th key
+        // is no larger, nothing left out can enter the top k.
+        let proven = match rows.get(k - 1) {
+            Some(kth) => kth.1 <= excluded_min,
+            None => excluded_min == f32::INFINITY,
+        };
+        let top = rows
+            .into_iter()
+            .map(|(person, key)| Candidate {
+                person: person as usize,
+                distance: self.key_to_distance(key),
+            })
+            .collect();
+        (top, proven)
+    }
+
+    fn quantized_query(&self, query: &[f32]) -> Query {
+        let (q, sq) = self.prepared_query(query);
+        let (scale, codes) = quantize(&q, self.quant.stride);
+        let l1 = q.iter().map(|v| v.abs()).sum();
+        Query {
+            codes: codes.into_iter().map(i16::from).collect(),
+            q,
+            sq,
+            scale,
+            l1,
+        }
+    }
+
+    /// The exact distance key of one row: d² for Euclidean, 1 − cos for cosine.
+    fn exact_key(&self, query: &Query, row: usize) -> f32 {
+        let r = &self.data[row * self.dim..(row + 1) * self.dim];
+        match self.kind {
+            DistanceKind::Cosine => 1.0 - dot(&query.q, r),
+            DistanceKind::Euclidean => {
+                (query.sq + self.sq_norms[row] - 2.0 * dot(&query.q, r)).max(0.0)
+            }
+        }
+    }
+
+    fn key_to_distance(&self, key: f32) -> f32 {
+        match self.kind {
+            DistanceKind::Cosine => key,
+            DistanceKind::Euclidean => key.sqrt(),
+        }
+    }
+
+    /// Stage one: the `m` rows with the smallest lower bound of their distance key.
+    fn scan_quantized(&self, query: &Query, m: usize) -> Shortlist {
+        let chunks = self.len().div_ceil(PAR_CHUNK_ROWS);
+        (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let first = c * PAR_CHUNK_ROWS;
+                let last = (first + PAR_CHUNK_ROWS).min(self.len());
+                self.scan_rows(query, m, first, last)
+            })
+            .reduce(|| Shortlist::new(m), Shortlist::merge)
+    }
+
+    fn scan_rows(&self, query: &Query, m: usize, first: usize, last: usize) -> Shortlist {
+        const BATCH: usize = 256;
+        let stride = self.quant.stride;
+        let mut list = Shortlist::new(m);
+        let mut dots = [0i32; BATCH];
+        // Slack for f32 rounding in the bound itself and in the exact keys.
+        const SLACK: f32 = 1.0 + 1e-3;
+        let mut start = first;
+        while start < last {
+            let end = (start + BATCH).min(last);
+            let n = end - start;
+            kernel::dots(
+                &query.codes,
+                &self.quant.codes[start * stride..end * stride],
+                stride,
+                &mut dots[..n],
+            );
+            let scales = &self.quant.scale[start..end];
+            let l1s = &self.quant.scaled_l1[start..end];
+            for i in 0..n {
+                let s_r = scales[i];
+                let approx = query.scale * s_r * dots[i] as f32;
+                let err = 0.5 * (s_r * query.l1 + query.scale * l1s[i]) * SLACK + 1e-6;
+                let lower = match self.kind {
+                    DistanceKind::Cosine => 1.0 - approx - err,
+                    DistanceKind::Euclidean => {
+                        query.sq + self.sq_norms[start + i] - 2.0 * (approx + err)
+                    }
+                };
+                list.offer(lower, (start + i) as u32);
+            }
+            start = end;
+        }
+        list
     }
 
     /// Reduce per-row distances to each person's minimum and keep the best `k`.
@@ -292,7 +632,7 @@ impl Gallery {
             }
         }
         let mut order: Vec<usize> = (0..best.len()).filter(|&i| best[i].is_finite()).collect();
-        let by_distance = |a: &usize, b: &usize| best[*a].total_cmp(&best[*b]);
+        let by_distance = |a: &usize, b: &usize| best[*a].total_cmp(&best[*b]).then(a.cmp(b));
         if order.len() > k {
             order.select_nth_unstable_by(k - 1, by_distance);
             order.truncate(k);
@@ -307,8 +647,8 @@ impl Gallery {
             .collect()
     }
 
-    /// The textbook search, kept as the benchmark baseline: one thread, the metric's own
-    /// distance per row, a full sort.
+    /// The textbook search, kept as a baseline: one thread, the metric's own distance per
+    /// row, a full sort.
     pub fn search_naive(&self, metric: &Metric, query: &[f32], k: usize) -> Vec<Candidate> {
         let mut best = vec![f32::INFINITY; self.people.len()];
         for (row, &p) in self.row_person.iter().enumerate() {
@@ -329,6 +669,10 @@ impl Gallery {
     }
 }
 
+fn shortlist_size(k: usize) -> usize {
+    SHORTLIST_MIN.max(SHORTLIST_PER_K.saturating_mul(k))
+}
+
 /// Dot product with 16 independent accumulators so the compiler vectorises it.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -347,6 +691,69 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// The int8 dot-product kernel: AVX2 intrinsics picked at run time (the build does not set
+/// a target CPU), and a portable body LLVM vectorises for baseline x86-64 and other
+/// architectures. Rows are padded to whole 16-code blocks, so the AVX2 loop has no tail.
+mod kernel {
+    use super::BLOCK;
+
+    /// `out[i] = Σ q[j]·codes[i·stride + j]` for every row `i`.
+    pub(super) fn dots(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return avx2(q, codes, stride, out);
+        }
+        portable(q, codes, stride, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    fn avx2(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
+        use std::arch::x86_64::*;
+
+        /// Sixteen int8 codes sign-extended to i16, times sixteen query values, summed in
+        /// pairs into eight i32 lanes (`vpmovsxbw` + `vpmaddwd` on full 256-bit registers).
+        #[target_feature(enable = "avx2")]
+        fn inner(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
+            let q_blocks: Vec<__m256i> = q[..stride]
+                .chunks_exact(BLOCK)
+                // SAFETY: each chunk holds exactly 16 i16 = 32 bytes; unaligned load.
+                .map(|c| unsafe { _mm256_loadu_si256(c.as_ptr().cast()) })
+                .collect();
+            for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
+                let mut acc = _mm256_setzero_si256();
+                for (block, qb) in row.chunks_exact(BLOCK).zip(&q_blocks) {
+                    // SAFETY: each chunk holds exactly 16 i8 = 16 bytes; unaligned load.
+                    let r = unsafe { _mm_loadu_si128(block.as_ptr().cast()) };
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(r), *qb));
+                }
+                let s = _mm_add_epi32(
+                    _mm256_castsi256_si128(acc),
+                    _mm256_extracti128_si256::<1>(acc),
+                );
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+                *o = _mm_cvtsi128_si32(s);
+            }
+        }
+        // SAFETY: only called after `is_x86_feature_detected!("avx2")` returned true.
+        unsafe { inner(q, codes, stride, out) }
+    }
+
+    #[inline(always)]
+    fn portable(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
+        let q = &q[..stride.min(q.len())];
+        for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
+            // A plain widening multiply-add reduction: LLVM turns it into `pmaddwd`.
+            *o = row
+                .iter()
+                .zip(q)
+                .map(|(&r, &q)| i32::from(r) * i32::from(q))
+                .sum();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +786,184 @@ mod tests {
             pseudo_random(rows * dim, 7),
         )
         .unwrap()
+    }
+
+    /// `people` identities around random centres, `per_person` photos each at a small
+    /// spread, like real face embeddings (tight clusters, far apart).
+    fn clustered(kind: DistanceKind, people: usize, per_person: usize, dim: usize) -> Gallery {
+        let centres = pseudo_random(people * dim, 11);
+        let noise = pseudo_random(people * per_person * dim, 13);
+        let mut data = Vec::with_capacity(people * per_person * dim);
+        for p in 0..people {
+            for j in 0..per_person {
+                let n = &noise[(p * per_person + j) * dim..][..dim];
+                data.extend(
+                    centres[p * dim..(p + 1) * dim]
+                        .iter()
+                        .zip(n)
+                        .map(|(c, e)| 0.2 * c + 0.02 * e),
+                );
+            }
+        }
+        let rows = people * per_person;
+        Gallery::from_parts(
+            kind,
+            dim,
+            (0..people).map(|i| format!("p{i}")).collect(),
+            (0..rows).map(|r| (r / per_person) as u32).collect(),
+            vec![String::new(); rows],
+            data,
+        )
+        .unwrap()
+    }
+
+    fn assert_same(a: &[Candidate], b: &[Candidate], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.person, y.person, "{what}: {a:?} vs {b:?}");
+            assert!(
+                (x.distance - y.distance).abs() < 1e-4,
+                "{what}: {x:?} vs {y:?}"
+            );
+        }
+    }
+
+    /// recall@k of the two stages *without* the fallback must be 1.0, and the bound must
+    /// prove nearly every answer (else the shortlist is too small to be worth it).
+    fn check_two_stage(g: &Gallery, queries: &[Vec<f32>], k: usize, what: &str) {
+        let mut proven = 0;
+        for (i, q) in queries.iter().enumerate() {
+            let exact = g.search_exact(q, k);
+            let (two, ok) = g.search_two_stage(q, k, shortlist_size(k));
+            assert_same(&two, &exact, &format!("{what}, query {i}"));
+            assert_same(&g.search(q, k), &exact, &format!("{what}, query {i}"));
+            proven += usize::from(ok);
+        }
+        assert!(
+            proven * 10 >= queries.len() * 9,
+            "{what}: the bound proved only {proven} of {} answers",
+            queries.len()
+        );
+    }
+
+    #[test]
+    fn two_stage_equals_the_exact_scan_on_random_data() {
+        for kind in [DistanceKind::Euclidean, DistanceKind::Cosine] {
+            let g = gallery(kind, 40_000, 128);
+            let queries: Vec<Vec<f32>> = (0..40).map(|i| pseudo_random(128, 100 + i)).collect();
+            for k in [1, 5, 10] {
+                check_two_stage(&g, &queries, k, &format!("{kind:?} random k={k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn two_stage_equals_the_exact_scan_on_clustered_data() {
+        for kind in [DistanceKind::Euclidean, DistanceKind::Cosine] {
+            // 2 000 people × 10 photos: queries are new photos of enrolled people, so the
+            // right person's 10 rows and their neighbours crowd the top of the list.
+            let g = clustered(kind, 2_000, 10, 128);
+            let queries: Vec<Vec<f32>> = (0..40)
+                .map(|i| {
+                    let row = (i * 499) % g.len();
+                    let noise = pseudo_random(128, 500 + i as u64);
+                    g.data()[row * 128..(row + 1) * 128]
+                        .iter()
+                        .zip(&noise)
+                        .map(|(v, e)| v + 0.02 * e)
+                        .collect()
+                })
+                .collect();
+            for k in [1, 5, 10] {
+                check_two_stage(&g, &queries, k, &format!("{kind:?} clustered k={k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_bound_falls_back_to_the_exact_answer() {
+        // 5 000 copies of one row and one far row per person: every bound ties, the
+        // shortlist cannot hold the k people, the check must refuse and search stays exact.
+        let dim = 16;
+        let base = pseudo_random(dim, 3);
+        let rows = 5_000;
+        let data: Vec<f32> = (0..rows).flat_map(|_| base.clone()).collect();
+        let g = Gallery::from_parts(
+            DistanceKind::Euclidean,
+            dim,
+            (0..rows).map(|i| format!("p{i}")).collect(),
+            (0..rows as u32).collect(),
+            vec![String::new(); rows],
+            data,
+        )
+        .unwrap();
+        let q: Vec<f32> = base.iter().map(|v| v + 0.01).collect();
+        let k = 300;
+        let (_, ok) = g.search_two_stage(&q, k, shortlist_size(1));
+        assert!(!ok, "a shortlist smaller than k people cannot be proven");
+        assert_same(&g.search(&q, k), &g.search_exact(&q, k), "ties");
+    }
+
+    #[test]
+    fn edge_cases() {
+        for kind in [DistanceKind::Euclidean, DistanceKind::Cosine] {
+            let empty = Gallery::empty(kind, 128);
+            assert!(empty.search(&pseudo_random(128, 1), 5).is_empty());
+            assert!(empty.search_exact(&pseudo_random(128, 1), 5).is_empty());
+
+            let small = gallery(kind, 10, 128);
+            let q = pseudo_random(128, 2);
+            // k larger than the people: everyone, closest first.
+            let all = small.search(&q, 50);
+            assert_eq!(all.len(), 5);
+            assert!(all.windows(2).all(|w| w[0].distance <= w[1].distance));
+            assert!(small.search(&q, 0).is_empty());
+            // A query of the wrong dimension matches nobody rather than panicking.
+            assert!(small.search(&q[..64], 3).is_empty());
+
+            // k > people on a gallery large enough for the two stages.
+            let big = gallery(kind, 2 * TWO_STAGE_MIN_ROWS, 32);
+            let q = pseudo_random(32, 5);
+            let k = big.people().len() + 10;
+            assert_same(&big.search(&q, k), &big.search_exact(&q, k), "k > n");
+            // A dimension that is not a multiple of the int8 block.
+            let odd = gallery(kind, 3 * TWO_STAGE_MIN_ROWS, 37);
+            let q = pseudo_random(37, 6);
+            let (two, _) = odd.search_two_stage(&q, 5, shortlist_size(5));
+            assert_same(&two, &odd.search_exact(&q, 5), "dim 37");
+        }
+    }
+
+    #[test]
+    fn the_int8_bound_holds_for_every_row() {
+        for kind in [DistanceKind::Euclidean, DistanceKind::Cosine] {
+            let g = gallery(kind, 2_000, 128);
+            let q = g.quantized_query(&pseudo_random(128, 77));
+            let list = g.scan_rows(&q, g.len(), 0, g.len());
+            for b in list.heap {
+                let exact = g.exact_key(&q, b.1 as usize);
+                assert!(b.0 <= exact, "row {}: bound {} > exact {exact}", b.1, b.0);
+                // …and not uselessly loose.
+                assert!(exact - b.0 < 0.1 * exact.max(0.1), "{} vs {exact}", b.0);
+            }
+        }
+    }
+
+    #[test]
+    fn removing_and_adding_keep_the_int8_copy_in_step() {
+        let mut g = gallery(DistanceKind::Euclidean, 2 * TWO_STAGE_MIN_ROWS, 128);
+        let e = pseudo_random(128, 4321);
+        g.add("late", std::slice::from_ref(&e), "test").unwrap();
+        let top = g.search(&e, 3);
+        assert_eq!(g.people()[top[0].person], "late");
+        let without = g.without("p3").unwrap();
+        let q = pseudo_random(128, 8);
+        assert_same(
+            &without.search(&q, 5),
+            &without.search_exact(&q, 5),
+            "without",
+        );
+        assert_eq!(without.quant.scale.len(), without.len());
     }
 
     #[test]

@@ -13,10 +13,13 @@
 //! ```
 //!
 //! Map of the crate:
-//! - [`registry`]: numbered deployment versions in a folder, the atomic `CURRENT` pointer.
+//! - [`registry`]: numbered deployment versions in a folder or under an `s3://` prefix,
+//!   claimed create-if-absent so concurrent publishers never share a number, and the
+//!   `CURRENT` pointer.
 //! - [`deployment`]: one bundle on disk (`deployment.json`, `gallery.safetensors`, `labels.json`).
 //! - [`enroll`]: building a gallery from a `Name/photo.jpg` folder for `facepipe deploy`.
-//! - [`gallery`]: all embeddings of all people and exact top-k search.
+//! - [`gallery`]: all embeddings of all people; top-k search (an int8 scan that shortlists,
+//!   an exact rerank, and a bound that proves the answer equals the exact scan's).
 //! - [`recognizer`]: the networks (face engine + embedder), loaded once.
 //! - [`live`]: a loaded deployment and its answers (identify, verify), shared by the HTTP
 //!   handlers and `facepipe score --local`.

@@ -45,6 +45,13 @@ impl Recognizer {
         device: tch::Device,
     ) -> Result<Self> {
         let engine = FaceEngine::load(models, options)?;
+        // A service answers one photo at a time per request, so the detector's GEMMs may use
+        // as many threads as libtorch does (FACEPIPE_THREADS, else every core); batch jobs
+        // keep them single-threaded and parallelise over photos instead.
+        if std::env::var_os("FACEPIPE_GEMM_THREADS").is_none() {
+            facepipe_training::init_threads();
+            facepipe_pipeline::nn::set_gemm_threads(tch::get_num_threads().max(1) as usize);
+        }
         let embedder = match model {
             ModelRef::Pretrained { .. } => Embedder::pretrained(models, device),
             ModelRef::Artifact { sha256, source } => {

@@ -530,11 +530,58 @@ fn small_input(root: &Path) -> usize {
     30
 }
 
+/// The `worker` field of every task status of a local run: `local:<pid>` of the process
+/// that ran the task.
+fn status_workers(out: &Path) -> Vec<String> {
+    walk_files(&out.join("jobs"))
+        .into_iter()
+        .filter(|p| p.ends_with("status.json"))
+        .map(|p| {
+            let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            v["worker"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Whether a process is still running (a zombie waiting to be reaped counts as ended).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The pids of the running children of process `parent`.
+fn children_of(parent: u32) -> Vec<String> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.to_string();
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After "pid (name)": state, then the parent's pid.
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid = rest.split_whitespace().nth(1)?;
+            (ppid == parent && running(&pid)).then_some(pid)
+        })
+        .collect()
+}
+
 #[test]
 fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
     let input = tempfile::tempdir().unwrap();
     let n = small_input(input.path());
-    for (fault, timeout) in [("crash:1", "600"), ("hang:2", "20"), ("fail:0", "600")] {
+    // The faulty attempt dies in a warm worker (crash: SIGABRT; hang: killed at the timeout;
+    // fail: answers "failed" and stays warm); the retry runs in a healthy one.
+    for (fault, timeout, says) in [
+        ("crash:1", "600", "SIGABRT"),
+        ("hang:2", "20", "ran longer than 20 s"),
+        ("fail:0", "600", "failing on purpose"),
+    ] {
         let out = tempfile::tempdir().unwrap();
         let report = report_of(&facepipe(
             &[
@@ -564,6 +611,31 @@ fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
             reasons.contains(&format!("task {task}")),
             "{fault}: {reasons}"
         );
+        assert!(reasons.contains(says), "{fault}: {reasons}");
+
+        // The warm path ran: 6 tasks on at most 2 warm workers plus 1 started in place of
+        // a killed one, so workers ran several tasks each.
+        let workers = status_workers(out.path());
+        assert_eq!(workers.len(), 6, "{fault}: {workers:?}");
+        let distinct: std::collections::BTreeSet<&String> = workers.iter().collect();
+        let limit = if fault.starts_with("fail") { 2 } else { 3 };
+        assert!(
+            distinct.len() <= limit,
+            "{fault}: {} processes for 6 tasks: {workers:?}",
+            distinct.len()
+        );
+        // The warm workers end with the job.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for w in &distinct {
+            let pid = w.strip_prefix("local:").unwrap();
+            while running(pid) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{fault}: worker {pid} outlived the job"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 
@@ -650,11 +722,23 @@ fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
         assert!(client.try_wait().unwrap().is_none(), "client ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let workers = children_of(client.id());
+    assert!(!workers.is_empty(), "the client has no worker processes");
     client.kill().unwrap();
     client.wait().unwrap();
     assert!(!out.path().join(MANIFEST_FILE).exists());
-    // A worker that was mid-task when the client died may still finish; let it.
-    std::thread::sleep(Duration::from_secs(3));
+    // A warm worker that was mid-task when the client died finishes that task, then sees its
+    // stdin close and exits: it never lingers.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for pid in &workers {
+        while running(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {pid} outlived its client"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let before: BTreeMap<PathBuf, String> = statuses(&results)
         .into_iter()
         .map(|p| {

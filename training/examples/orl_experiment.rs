@@ -147,6 +147,7 @@ fn main() -> anyhow::Result<()> {
             models: None,
             resume: false,
             progress: true,
+            stop_after: None,
         },
     )?;
     let train_s = started.elapsed().as_secs_f64();

@@ -1,16 +1,19 @@
 //! Training-step throughput of a backbone + ArcFace head (1,000 classes) on random inputs:
-//! forward, loss, backward and SGD update, timed after warm-up with a device sync on each
-//! side, in images per second. The same model and step are in scripts/bench/train_torch.py
-//! (PyTorch eager) for the side-by-side comparison that scripts/bench/train.sh gpu runs.
+//! forward (backbone under autocast, head in f32), loss, backward and SGD update, timed after
+//! warm-up with a device sync on each side, in images per second. The same model and step
+//! are in scripts/bench/train_torch.py (PyTorch eager) for the side-by-side comparison that
+//! scripts/bench/train.sh gpu runs. Precision: bf16 (default), fp16 (with loss scaling) or
+//! f32; CPU runs are always f32.
 //!
 //! ```text
-//! cargo run --release -p facepipe-training --example train_bench -- ARCH BATCH STEPS amp|f32 [JSON]
+//! cargo run --release -p facepipe-training --example train_bench -- ARCH BATCH STEPS bf16|fp16|f32 [JSON]
 //! ```
 
 use std::time::Instant;
 
+use facepipe_training::autocast::Autocast;
 use facepipe_training::trainer::{
-    build_model, build_optimizer, Arch, Init, RunOptions, Stepper, TrainConfig,
+    build_model, build_optimizer, Arch, Init, Precision, RunOptions, Stepper, TrainConfig,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -29,7 +32,11 @@ fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let batch: i64 = args.get(2).map_or(Ok(256), |s| s.parse())?;
     let steps: usize = args.get(3).map_or(Ok(20), |s| s.parse())?;
-    let amp = args.get(4).is_none_or(|s| s == "amp");
+    let precision: Precision = args
+        .get(4)
+        .map_or("bf16", String::as_str)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     let device = Device::cuda_if_available();
     facepipe_training::init_threads();
     if device.is_cuda() {
@@ -38,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = TrainConfig {
         arch,
         init: Init::Scratch,
-        amp,
+        precision,
         ..TrainConfig::default()
     };
     let classes = 1000;
@@ -50,28 +57,32 @@ fn main() -> anyhow::Result<()> {
             models: None,
             resume: false,
             progress: false,
+            stop_after: None,
         },
     )?;
     let mut opt = build_optimizer(&cfg, &model.vs)?;
     let s = i64::from(cfg.input().size);
     let x = Tensor::randn([batch, 3, s, s], (Kind::Float, device));
     let y = Tensor::randint(classes as i64, [batch], (Kind::Int64, device));
-    let mut stepper = Stepper::new(amp && device.is_cuda());
-    let mut run = |n: usize| {
+    let mut stepper = Stepper::new(precision, device);
+    let autocast = precision.autocast_kind(device);
+    let mut run = |n: usize| -> anyhow::Result<()> {
         for _ in 0..n {
-            let out = tch::autocast(amp && device.is_cuda(), || {
-                let e = model.net.forward_t(&x, true);
-                model.head.forward(&e.to_kind(Kind::Float), &y)
-            });
-            stepper.step(&mut opt, &model.vs, &out.loss, true);
+            let e = {
+                let _cast = autocast.map(|k| Autocast::new(device, k)).transpose()?;
+                model.net.forward_t(&x, true)
+            };
+            let out = model.head.forward(&e.to_kind(Kind::Float), &y);
+            stepper.step(&mut opt, &out.loss, true)?;
         }
+        Ok(())
     };
-    run(3);
+    run(3)?;
     sync(device);
     let mut rates = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        run(steps);
+        run(steps)?;
         sync(device);
         rates.push(batch as f64 * steps as f64 / t.elapsed().as_secs_f64());
     }
@@ -82,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         "arch": cfg.arch_name(),
         "batch": batch,
         "steps": steps,
-        "precision": if amp && device.is_cuda() { "amp" } else { "f32" },
+        "precision": precision.effective(device).name(),
         "device": format!("{device:?}"),
         "img_per_s_median_of_3": median,
         "img_per_s_all": rates,

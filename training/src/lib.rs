@@ -22,11 +22,13 @@
 //! - [`error`]: the crate's error type.
 //! - [`augment`], [`data`]: training batches from prepared shards (split by identity,
 //!   augmentation, prefetch).
-//! - [`trainer`]: the `facepipe train` loop, checkpoints, sweep.
+//! - [`trainer`]: the `facepipe train` loop, its optimisers (state checkpointed), sweep.
+//! - [`autocast`]: mixed-precision regions with a chosen dtype (bf16 or fp16).
 //! - [`mobilefacenet`]: the from-scratch 112 px backbone; [`losses`]: ArcFace, CosFace, softmax.
 
 pub mod artifact;
 pub mod augment;
+pub mod autocast;
 pub mod backbone;
 pub mod data;
 pub mod embedder;

@@ -3,9 +3,11 @@
 //! The pretrained network was trained on inputs made a particular way, and a one-pixel shift
 //! moves descriptors measurably, so this follows the reference exactly: zero-pad the crop to a
 //! centred square (the split rounded like JS `Math.round`), resize with TensorFlow's legacy
-//! bilinear rule (`alignCorners = false`, `halfPixelCenters = false`) in f32 with f64
-//! interpolation weights, then `(x - mean) / std` per channel.
+//! bilinear rule (`alignCorners = false`, `halfPixelCenters = false`), then `(x - mean) / std`
+//! per channel. The pad-and-resize is the face engine's own ([`square_input`]), so the
+//! detectors, the landmark network and the embedder prepare their inputs one way.
 
+use facepipe_pipeline::nn::square_input;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -32,92 +34,6 @@ impl InputSpec {
     }
 }
 
-/// An HWC f32 image.
-#[derive(Clone, Debug)]
-pub struct ImageF32 {
-    pub height: usize,
-    pub width: usize,
-    /// `height * width * 3` values, row-major, RGB interleaved.
-    pub data: Vec<f32>,
-}
-
-impl ImageF32 {
-    pub fn from_rgb(img: &RgbImage) -> Self {
-        ImageF32 {
-            height: img.height() as usize,
-            width: img.width() as usize,
-            data: img.as_raw().iter().map(|&v| f32::from(v)).collect(),
-        }
-    }
-}
-
-/// JS `Math.round` for the non-negative halves we meet here (round half up).
-fn js_round_half(x: f64) -> usize {
-    (x + 0.5).floor() as usize
-}
-
-/// Zero-pad to a square, the original centred (the extra pixel of an odd difference goes
-/// after the image, as the reference does).
-pub fn pad_to_square(img: &ImageF32) -> ImageF32 {
-    let (h, w) = (img.height, img.width);
-    if h == w {
-        return img.clone();
-    }
-    let diff = h.abs_diff(w);
-    let after = js_round_half(diff as f64 * 0.5);
-    let before = diff - after;
-    let side = h.max(w);
-    let (top, left) = if h > w { (0, before) } else { (before, 0) };
-    let mut data = vec![0f32; side * side * 3];
-    for y in 0..h {
-        let src = &img.data[y * w * 3..(y + 1) * w * 3];
-        let dst_start = ((y + top) * side + left) * 3;
-        data[dst_start..dst_start + w * 3].copy_from_slice(src);
-    }
-    ImageF32 {
-        height: side,
-        width: side,
-        data,
-    }
-}
-
-/// TensorFlow's legacy bilinear resize to `out × out` (`alignCorners = false`,
-/// `halfPixelCenters = false`): source coordinate `i * in / out`, clamped neighbours.
-pub fn resize_bilinear_tf(img: &ImageF32, out: usize) -> ImageF32 {
-    let (h, w) = (img.height, img.width);
-    let axis = |n: usize| -> Vec<(usize, usize, f64)> {
-        let step = n as f64 / out as f64;
-        (0..out)
-            .map(|i| {
-                let s = i as f64 * step;
-                let i0 = (s.floor() as usize).min(n - 1);
-                let i1 = (i0 + 1).min(n - 1);
-                (i0, i1, s - i0 as f64)
-            })
-            .collect()
-    };
-    let ys = axis(h);
-    let xs = axis(w);
-    let px = |y: usize, x: usize, c: usize| f64::from(img.data[(y * w + x) * 3 + c]);
-    let mut data = Vec::with_capacity(out * out * 3);
-    for &(y0, y1, dy) in &ys {
-        for &(x0, x1, dx) in &xs {
-            for c in 0..3 {
-                let (a, b) = (px(y0, x0, c), px(y0, x1, c));
-                let (cc, d) = (px(y1, x0, c), px(y1, x1, c));
-                let top = a + (b - a) * dx;
-                let bot = cc + (d - cc) * dx;
-                data.push((top + (bot - top) * dy) as f32);
-            }
-        }
-    }
-    ImageF32 {
-        height: out,
-        width: out,
-        data,
-    }
-}
-
 /// One crop → `size × size × 3` normalised values (HWC), appended to `out`.
 pub fn prepare_into(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) -> Result<()> {
     if img.width() == 0 || img.height() == 0 {
@@ -128,10 +44,8 @@ pub fn prepare_into(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) -> Res
         )));
     }
     let size = spec.size as usize;
-    let mut x = pad_to_square(&ImageF32::from_rgb(img));
-    if x.height != size {
-        x = resize_bilinear_tf(&x, size);
-    }
+    // A crop already at the input size comes through unchanged (the resize is the identity).
+    let x = square_input(img, (0, 0, img.width(), img.height()), size, true);
     out.reserve(x.data.len());
     for px in x.data.chunks_exact(3) {
         for ((v, m), s) in px.iter().zip(&spec.mean).zip(&spec.std) {
@@ -165,43 +79,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pads_centred_with_the_extra_pixel_after() {
-        // 2 wide, 5 high: diff 3 → 1 column before, 2 after (Math.round(1.5) = 2).
-        let img = ImageF32 {
-            height: 5,
-            width: 2,
-            data: vec![1.0; 5 * 2 * 3],
+    fn normalises_per_channel_and_pads_centred() {
+        // 2 wide, 3 high: diff 1 → 0 columns before, 1 after (Math.round(0.5) = 1), then
+        // resized 3 → 3 (identity).
+        let img = RgbImage::from_pixel(2, 3, image::Rgb([255, 0, 100]));
+        let spec = InputSpec {
+            size: 3,
+            mean: [255.0, 0.0, 50.0],
+            std: [1.0, 1.0, 50.0],
         };
-        let sq = pad_to_square(&img);
-        assert_eq!((sq.height, sq.width), (5, 5));
-        let col = |x: usize| sq.data[x * 3];
-        assert_eq!(
-            [col(0), col(1), col(2), col(3), col(4)],
-            [0.0, 1.0, 1.0, 0.0, 0.0]
-        );
+        let mut out = Vec::new();
+        prepare_into(&img, &spec, &mut out).unwrap();
+        assert_eq!(out.len(), 27);
+        // Row 0: two image pixels, then one padding pixel (zeros normalised).
+        assert_eq!(&out[0..3], &[0.0, 0.0, 1.0]);
+        assert_eq!(&out[3..6], &[0.0, 0.0, 1.0]);
+        assert_eq!(&out[6..9], &[-255.0, 0.0, -1.0]);
     }
 
     #[test]
-    fn legacy_resize_samples_at_i_times_scale() {
-        // 4 → 2: samples source pixels 0 and 2 exactly (no half-pixel offset).
-        let data: Vec<f32> = (0..16).flat_map(|v| [v as f32; 3]).collect();
-        let img = ImageF32 {
-            height: 4,
-            width: 4,
-            data,
+    fn empty_crop_is_an_error() {
+        let img = RgbImage::new(0, 5);
+        let mut out = Vec::new();
+        assert!(prepare_into(&img, &InputSpec::pretrained_resnet(), &mut out).is_err());
+    }
+
+    #[test]
+    fn batch_is_nchw() {
+        let img = RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
+        let spec = InputSpec {
+            size: 4,
+            mean: [0.0; 3],
+            std: [1.0; 3],
         };
-        let r = resize_bilinear_tf(&img, 2);
-        let vals: Vec<f32> = r.data.chunks(3).map(|p| p[0]).collect();
-        assert_eq!(vals, vec![0.0, 2.0, 8.0, 10.0]);
-        // 2 → 4: 0, 0.5, 1, 1 (last neighbour clamped).
-        let img = ImageF32 {
-            height: 1,
-            width: 2,
-            data: vec![0.0, 0.0, 0.0, 4.0, 4.0, 4.0],
-        };
-        let sq = pad_to_square(&img);
-        let r = resize_bilinear_tf(&sq, 4);
-        let row0: Vec<f32> = r.data[..12].chunks(3).map(|p| p[0]).collect();
-        assert_eq!(row0, vec![0.0, 2.0, 4.0, 4.0]);
+        let t = batch_tensor(&[img.clone(), img], &spec, tch::Device::Cpu).unwrap();
+        assert_eq!(t.size(), vec![2, 3, 4, 4]);
+        assert_eq!(t.double_value(&[1, 2, 3, 3]), 30.0);
     }
 }

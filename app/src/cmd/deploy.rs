@@ -10,7 +10,7 @@ use facepipe_pipeline::{EngineOptions, FaceEngine};
 use facepipe_serving::enroll::{
     gallery_from_dataset, gallery_from_photos, is_prepared_dataset, new_bundle,
 };
-use facepipe_serving::{AppState, Live, ModelRef, Recognizer, Registry};
+use facepipe_serving::{AppState, Live, ModelRef, Recognizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cmd::serve::{serve_blocking, ServiceArgs};
@@ -26,8 +26,13 @@ pub struct DeployArgs {
     /// photo is enrolled under the folder's name).
     #[arg(long, value_name = "DIR")]
     pub gallery: PathBuf,
-    /// Registry folder to publish into (created if missing).
-    #[arg(long, default_value = "registry", value_name = "DIR")]
+    /// Registry to publish into: a folder (created if missing) or s3://BUCKET/PREFIX
+    /// (see --s3-endpoint).
+    #[arg(
+        long,
+        default_value = "registry",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     pub registry: String,
     /// A name for this deployment, recorded in deployment.json.
     #[arg(long)]
@@ -43,7 +48,7 @@ pub struct DeployArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let registry = Registry::open(&args.registry)?;
+    let registry = args.service.open_registry(&args.registry)?;
     let models = global.model_dir()?;
     let load = args.service.load_options(global)?;
     let model = if args.model == "pretrained" {
@@ -106,7 +111,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
     println!(
         "published deployment v{:04} in {}: {} people, {} embeddings ({} photos skipped), model {}, {:?} distance, threshold {}",
         info.version,
-        registry.version_dir(info.version).display(),
+        registry.version_location(info.version),
         info.people,
         info.embeddings,
         built.skipped.len(),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use facepipe_pipeline::fanout::{
-    self, Executor, LambdaExecutor, LocalExecutor, PrepareConfig, PrepareReport, SeveralFaces,
+    self, Executor, LambdaExecutor, LocalExecutor, LocalMode, PrepareConfig, PrepareReport,
+    SeveralFaces,
 };
 use facepipe_pipeline::storage::{Location, StorageOptions};
 use facepipe_pipeline::DetectorKind;
@@ -18,7 +19,7 @@ use crate::common::GlobalArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExecutorKind {
-    /// N worker processes on this machine.
+    /// N warm worker processes on this machine.
     Local,
     /// An AWS Lambda function running facepipe-lambda-worker (or the cargo lambda emulator).
     Lambda,
@@ -94,6 +95,10 @@ pub struct PrepareArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Local executor: start a fresh worker process per task instead of keeping warm ones
+    /// (the baseline scripts/bench/prepare.sh compares against).
+    #[arg(long, hide = true)]
+    pub process_per_task: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<ExitCode> {
@@ -119,7 +124,16 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
             let exe = std::env::current_exe().context("finding the facepipe binary")?;
-            Arc::new(LocalExecutor::new(exe, vec!["worker".into()]))
+            let mode = if args.process_per_task {
+                LocalMode::PerTask
+            } else {
+                LocalMode::Warm
+            };
+            Arc::new(
+                LocalExecutor::new(exe, vec!["worker".into()])
+                    .workers(workers)
+                    .mode(mode),
+            )
         }
         ExecutorKind::Lambda => Arc::new(
             LambdaExecutor::connect(

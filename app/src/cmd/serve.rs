@@ -9,15 +9,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use facepipe_pipeline::DecodeLimits;
+use facepipe_pipeline::storage::StorageOptions;
+use facepipe_pipeline::{DecodeLimits, DetectorKind};
 use facepipe_serving::{AppState, LoadOptions, Registry, ServeOptions, ServiceConfig};
 
 use crate::common::{parse_device, GlobalArgs};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Registry folder holding the deployments (`facepipe deploy` writes it).
-    #[arg(long, default_value = "registry", value_name = "DIR")]
+    /// Registry holding the deployments (`facepipe deploy` writes it): a folder or
+    /// s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        default_value = "registry",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     pub registry: String,
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -58,9 +64,21 @@ pub struct ServiceArgs {
     /// Seconds a request may take before it is answered with a timeout error.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Endpoint of an S3-compatible store holding an s3:// registry (e.g.
+    /// http://127.0.0.1:8333 for SeaweedFS); default: AWS / AWS_ENDPOINT_URL.
+    #[arg(long, env = "FACEPIPE_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// AWS region of an s3:// registry (default: AWS_REGION / the profile / us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
     /// Where the embedding network runs: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Face detector for requests: ssd (accurate; ~85 ms a photo on one core) or tiny
+    /// (~15 ms a photo; misses more small and turned faces). `facepipe deploy` enrols its
+    /// gallery with ssd either way.
+    #[arg(long, default_value = "ssd", value_name = "ssd|tiny")]
+    pub detector: DetectorKind,
 }
 
 impl ServiceArgs {
@@ -82,9 +100,20 @@ impl ServiceArgs {
         })
     }
 
+    /// Open the registry at `location` (a folder or s3://…) with the S3 flags.
+    pub fn open_registry(&self, location: &str) -> anyhow::Result<Registry> {
+        let options = StorageOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            region: self.region.clone(),
+        };
+        Registry::open_with(location, &options)
+            .with_context(|| format!("opening the registry {location}"))
+    }
+
     pub fn load_options(&self, global: &GlobalArgs) -> anyhow::Result<LoadOptions> {
         let mut load = LoadOptions::new(global.model_dir()?);
         load.device = parse_device(&self.device)?;
+        load.engine.detector.kind = self.detector;
         Ok(load)
     }
 
@@ -99,7 +128,7 @@ impl ServiceArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let registry = Registry::open(&args.registry)?;
+    let registry = args.service.open_registry(&args.registry)?;
     let config = args.service.config()?;
     let load = args.service.load_options(global)?;
     let state = AppState::load(registry, load, config)

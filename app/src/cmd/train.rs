@@ -9,7 +9,9 @@ use clap::Args;
 use facepipe_training::augment::AugmentConfig;
 use facepipe_training::data::{FaceSet, SplitConfig};
 use facepipe_training::losses::LossKind;
-use facepipe_training::trainer::{self, sweep, Arch, Init, OptimizerKind, RunOptions, TrainConfig};
+use facepipe_training::trainer::{
+    self, sweep, Arch, Init, OptimizerKind, Precision, RunOptions, TrainConfig,
+};
 
 use crate::common::{parse_device, GlobalArgs};
 
@@ -19,7 +21,8 @@ use crate::common::{parse_device, GlobalArgs};
 /// validation people and reports verification on the test people.
 ///
 /// OUT receives model.safetensors + model.json (the artifact), metrics.json, roc.png, loss.png,
-/// split.json and checkpoint/ (for --resume).
+/// split.json and checkpoint/ (weights, optimiser state and progress after every epoch, for
+/// --resume).
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Prepared dataset folder (written by `facepipe prepare`).
@@ -53,7 +56,8 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 0.1)]
     pub backbone_lr_mult: f64,
-    /// sgd (momentum 0.9, Nesterov) or adamw.
+    /// sgd (momentum 0.9, Nesterov) or adamw (β 0.9/0.999). Weight decay applies to both
+    /// (AdamW: decoupled). Their state is checkpointed, so --resume continues it.
     #[arg(long, default_value = "sgd", value_parser = str::parse::<OptimizerKind>)]
     pub optimizer: OptimizerKind,
     #[arg(long, default_value_t = 5e-4)]
@@ -66,10 +70,19 @@ pub struct TrainArgs {
     pub device: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Continue the run checkpointed in OUT (same options; --epochs may grow).
+    /// Continue the run checkpointed in OUT from its last completed epoch, weights and
+    /// optimiser state included (same options; --epochs may change, which also stretches
+    /// the learning-rate schedule).
     #[arg(long)]
     pub resume: bool,
-    /// Run a learning-rate × margin grid and keep the best configuration.
+    /// Stop after epoch N, leaving a checkpoint that --resume continues exactly as if the
+    /// run had not stopped (split a long run over several sessions).
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+    /// Train a 3 × 3 grid instead of one model: --lr × {1/3, 1, 3} crossed with --margin in
+    /// {0.2, 0.35, 0.5}, each run in OUT/sweep/NN_lr…_m…/. Runs are ranked by validation
+    /// verification accuracy of their best epoch; the table and OUT/sweep.json list every
+    /// run with its score, and the best run's artifact is copied into OUT.
     #[arg(long)]
     pub sweep: bool,
     /// Grid runs at a time with --sweep (default: 2 on a GPU or ≥ 8 cores, else 1).
@@ -99,9 +112,10 @@ pub struct TrainArgs {
     /// At most this many steps per epoch (quick runs).
     #[arg(long)]
     pub max_steps_per_epoch: Option<usize>,
-    /// Full f32 on CUDA instead of mixed precision.
-    #[arg(long)]
-    pub no_amp: bool,
+    /// Arithmetic on CUDA: bf16 autocast (no loss scaling needed), fp16 autocast with a
+    /// dynamic loss scale (GPUs without bf16), or f32. Weights stay f32; CPU runs are f32.
+    #[arg(long, default_value = "bf16", value_parser = str::parse::<Precision>)]
+    pub precision: Precision,
     /// Start margin-head class centres at random instead of at each person's mean embedding.
     #[arg(long)]
     pub no_imprint: bool,
@@ -140,7 +154,7 @@ impl TrainArgs {
             },
             target_far: self.target_far,
             max_steps_per_epoch: self.max_steps_per_epoch,
-            amp: !self.no_amp,
+            precision: self.precision,
             imprint: !self.no_imprint,
         }
     }
@@ -161,14 +175,16 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         models: global.models.clone(),
         resume: args.resume,
         progress: !global.quiet,
+        stop_after: args.stop_after,
     };
     facepipe_training::init_threads();
     eprintln!(
-        "training {} ({:?} init, {:?} loss) on {:?}",
+        "training {} ({:?} init, {:?} loss) on {:?} in {}",
         cfg.arch_name(),
         cfg.init,
         cfg.loss,
-        device
+        device,
+        cfg.precision.effective(device).name()
     );
     if args.sweep {
         let faces = FaceSet::load(&args.dataset)
@@ -180,14 +196,20 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         let grid = sweep::grid(&cfg);
         eprintln!("sweep: {} runs, {parallel} at a time", grid.len());
         let points = sweep::run(&faces, &args.out, &grid, &opts, parallel)?;
-        println!("{:>10} {:>7} {:>9} {:>6}", "lr", "margin", "score", "epoch");
+        println!(
+            "{:>10} {:>7} {:>9} {:>8} {:>7} {:>6}",
+            "lr", "margin", "score", "val acc", "val AUC", "epoch"
+        );
         for p in &points {
             match p.score {
                 Some(s) => println!(
-                    "{:>10.2e} {:>7.2} {:>9.4} {:>6}",
+                    "{:>10.2e} {:>7.2} {:>9.4} {:>8} {:>7} {:>6}",
                     p.lr,
                     p.margin,
                     s,
+                    p.validation
+                        .map_or("-".into(), |v| format!("{:.4}", v.best_balanced_accuracy)),
+                    p.validation.map_or("-".into(), |v| format!("{:.4}", v.auc)),
                     p.best_epoch.unwrap_or(0)
                 ),
                 None => println!(

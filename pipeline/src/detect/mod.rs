@@ -88,7 +88,6 @@ pub struct Detector {
 
 impl Detector {
     pub fn load(models: &ModelDir, options: DetectorOptions) -> Result<Self> {
-        crate::nn::default_to_single_threaded_gemm();
         let net = match options.kind {
             DetectorKind::Ssd => Net::Ssd(ssd::Ssd::load(models)?),
             DetectorKind::Tiny => {

@@ -139,6 +139,36 @@ pub struct WorkerRequest {
     pub models: Option<String>,
 }
 
+/// What a warm local worker (`facepipe worker --serve`) answers on stdout, one JSON line per
+/// [`WorkerRequest`] line on stdin. Only a hint for the executor (keep the process or not,
+/// what to log): the client still trusts nothing but the task's status object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReply {
+    pub task: u32,
+    pub attempt: u32,
+    pub state: TaskState,
+    /// Why the task failed (absent when done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl WorkerReply {
+    /// The answer for a task that could not run at all.
+    pub fn failed(request: &WorkerRequest, message: String) -> Self {
+        WorkerReply {
+            task: request.task,
+            attempt: request.attempt,
+            state: TaskState::Failed,
+            message: Some(message),
+        }
+    }
+
+    /// Whether this answers `request` (and not an earlier one).
+    pub fn answers(&self, request: &WorkerRequest) -> bool {
+        self.task == request.task && self.attempt == request.attempt
+    }
+}
+
 /// Key of the job file.
 pub fn job_key(job: &str) -> String {
     format!("jobs/{job}/job.json")

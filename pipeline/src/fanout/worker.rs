@@ -2,6 +2,9 @@
 //! align one face per image, write the shard, then the status object (last, so a status
 //! means the shard is complete). Bad images become records, never task failures; only
 //! storage or model trouble fails a task, and the client retries it.
+//!
+//! [`serve`] runs many tasks in one process, one at a time (the warm local worker): the
+//! networks are loaded once, like in a warm Lambda container.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::protocol::{
     status_key, task_key, SeveralFaces, TaskDescriptor, TaskImage, TaskState, TaskStatus,
-    WorkerRequest,
+    WorkerReply, WorkerRequest,
 };
 use crate::dataset::{encode_crop, Outcome, Record, SampleMeta, ShardInfo, ShardWriter};
 use crate::detect::DetectorKind;
@@ -214,6 +217,79 @@ pub async fn run_task(
     Ok(status)
 }
 
+/// Serve tasks until `input` ends: read one JSON [`WorkerRequest`] per line, run it with
+/// [`run_task`], answer one JSON [`WorkerReply`] line on `output`. The engines stay loaded
+/// between tasks; `models` says where the weights of a request are and is asked again only
+/// when a request names other weights. Returns the number of tasks served.
+///
+/// A malformed request line is an error (the executor's side of the pipe is broken) and
+/// ends the loop; a task that fails is answered `failed` and the loop goes on.
+pub async fn serve<R, W, M>(
+    input: R,
+    mut output: W,
+    worker_name: &str,
+    mut models: M,
+) -> Result<u32>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+    M: FnMut(&WorkerRequest) -> Result<ModelSource>,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut lines = input.lines();
+    // The engines of the weights named by the last request (`None`: the worker's default).
+    let mut cache: Option<(Option<String>, EngineCache)> = None;
+    let mut served = 0;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .map_err(|e| Error::Worker(format!("reading a request on stdin: {e}")))?
+    {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request: WorkerRequest =
+            serde_json::from_str(&line).map_err(|e| Error::json("a worker request line", e))?;
+        let mut weights_error = None;
+        if !matches!(&cache, Some((named, _)) if *named == request.models) {
+            cache = match models(&request) {
+                Ok(source) => Some((request.models.clone(), EngineCache::new(source))),
+                Err(e) => {
+                    weights_error = Some(e.to_string());
+                    None
+                }
+            };
+        }
+        let reply = match &cache {
+            None => {
+                let why = weights_error.unwrap_or_else(|| "the worker has no weights".into());
+                tracing::error!(task = request.task, "{why}");
+                WorkerReply::failed(&request, why)
+            }
+            Some((_, engines)) => match run_task(&request, engines, worker_name).await {
+                Ok(status) => WorkerReply {
+                    task: status.task,
+                    attempt: status.attempt,
+                    state: status.state,
+                    message: status.error,
+                },
+                Err(e) => WorkerReply::failed(&request, e.to_string()),
+            },
+        };
+        let mut json =
+            serde_json::to_string(&reply).map_err(|e| Error::json("a worker reply", e))?;
+        json.push('\n');
+        let sent = async {
+            output.write_all(json.as_bytes()).await?;
+            output.flush().await
+        }
+        .await;
+        sent.map_err(|e| Error::Worker(format!("answering on stdout: {e}")))?;
+        served += 1;
+    }
+    Ok(served)
+}
+
 async fn process(
     request: &WorkerRequest,
     output: &dyn Storage,
@@ -389,4 +465,103 @@ fn one_image(
         jpeg,
         faces: count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::storage::StorageOptions;
+
+    fn request(output: &Path, task: u32, models: Option<&str>) -> WorkerRequest {
+        WorkerRequest {
+            output: output.display().to_string(),
+            job: "serve-test".into(),
+            task,
+            attempt: 1,
+            storage: StorageOptions::default(),
+            models: models.map(str::to_string),
+        }
+    }
+
+    fn remote_models() -> ModelSource {
+        ModelSource::Remote {
+            location: "/nowhere".into(),
+            cache: "/nowhere".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_answers_every_request_and_looks_weights_up_once_per_source() {
+        let out = tempfile::tempdir().unwrap();
+        let mut input = String::new();
+        for r in [
+            request(out.path(), 0, None),
+            request(out.path(), 1, None),
+            request(out.path(), 2, Some("/missing-weights")),
+        ] {
+            input.push_str(&serde_json::to_string(&r).unwrap());
+            input.push_str("\n\n");
+        }
+        let mut lookups = Vec::new();
+        let mut answers = Vec::new();
+        let served = serve(input.as_bytes(), &mut answers, "test:1", |r| {
+            lookups.push(r.models.clone());
+            match &r.models {
+                None => Ok(remote_models()),
+                Some(m) => Err(Error::Invalid(format!("no weights at {m}"))),
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(served, 3);
+        assert_eq!(lookups, vec![None, Some("/missing-weights".to_string())]);
+
+        let replies: Vec<WorkerReply> = std::str::from_utf8(&answers)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(replies.len(), 3);
+        assert_eq!(
+            (replies[0].task, replies[1].task, replies[2].task),
+            (0, 1, 2)
+        );
+        // No task descriptor was written: the task fails, and says so in its status too.
+        assert!(replies.iter().all(|r| r.state == TaskState::Failed));
+        assert!(
+            replies[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("tasks/00000.json"),
+            "{replies:?}"
+        );
+        let status: TaskStatus = serde_json::from_slice(
+            &std::fs::read(out.path().join(status_key("serve-test", 0))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(status.state, TaskState::Failed);
+        assert_eq!(status.worker, "test:1");
+        assert!(replies[2]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no weights at /missing-weights"));
+        // The weights could not be found, so no status was written for task 2.
+        assert!(!out.path().join(status_key("serve-test", 2)).exists());
+    }
+
+    #[tokio::test]
+    async fn serve_stops_at_a_malformed_request() {
+        let mut answers = Vec::new();
+        let err = serve(&b"{not json\n"[..], &mut answers, "test:1", |_| {
+            Ok(remote_models())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("worker request"), "{err}");
+        assert!(answers.is_empty());
+    }
 }

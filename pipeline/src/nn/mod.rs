@@ -5,10 +5,18 @@
 //! pooling, and the input preparation of the tfjs library (pad to square, legacy bilinear
 //! resize). Batch norm is folded into the weights when a network is loaded, so a layer is
 //! always `act(conv(x) + bias)`.
+//!
+//! Speed: the GEMMs go through the `gemm` crate, whose kernels pick AVX2/AVX-512 at run
+//! time and handle the skinny shapes of these networks (a million rows, 16–64 columns) far
+//! better than a packing-first GEMM. The element-wise loops (depthwise, bias + activation)
+//! are compiled twice, for baseline x86-64 and for AVX2+FMA, and chosen once at run time,
+//! since release builds target baseline x86-64 and must run on any x86-64 machine.
+
+// `unsafe` here only to call CPU-specific copies of the loops.
+#[allow(unsafe_code)]
+mod simd;
 
 pub mod input;
-
-use ndarray::{ArrayView2, ArrayViewMut2};
 
 use crate::error::{Error, Result};
 use crate::models::TfjsWeights;
@@ -87,24 +95,6 @@ pub enum Activation {
     Relu6,
     /// Leaky ReLU with slope 0.1 (the tiny detector).
     Leaky,
-}
-
-impl Activation {
-    #[inline]
-    fn apply(self, v: f32) -> f32 {
-        match self {
-            Activation::None => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
-            Activation::Leaky => {
-                if v > 0.0 {
-                    v
-                } else {
-                    0.1 * v
-                }
-            }
-        }
-    }
 }
 
 /// A dense convolution `kh × kw × ci → co` with bias.
@@ -187,10 +177,6 @@ impl Conv2d {
         let (wo, pl) = out_and_pad(x.w, self.kw, self.stride, self.padding);
         let k = self.kh * self.kw * self.ci;
         let m = ho * wo;
-        let mut out = Vec::with_capacity(m * self.co);
-        for _ in 0..m {
-            out.extend_from_slice(&self.bias);
-        }
         let direct = self.kh == 1 && self.kw == 1 && self.stride == 1;
         let cols;
         let a: &[f32] = if direct {
@@ -199,12 +185,8 @@ impl Conv2d {
             cols = im2col(x, self, ho, wo, pt, pl);
             &cols
         };
-        gemm_acc(a, &self.weights, &mut out, m, k, self.co);
-        if act != Activation::None {
-            for v in &mut out {
-                *v = act.apply(*v);
-            }
-        }
+        let mut out = gemm_new(a, &self.weights, m, k, self.co);
+        simd::bias_activation(&mut out, &self.bias, act);
         Tensor {
             h: ho,
             w: wo,
@@ -222,51 +204,143 @@ fn im2col(x: &Tensor, conv: &Conv2d, ho: usize, wo: usize, pt: usize, pl: usize)
     for oy in 0..ho {
         for ox in 0..wo {
             let dst = &mut cols[(oy * wo + ox) * row..(oy * wo + ox + 1) * row];
+            // The kernel's columns that fall inside the image are one contiguous run of the
+            // input row (channels last), so each kernel row is a single copy.
+            let x0 = (ox * conv.stride) as isize - pl as isize;
+            let j0 = (-x0).max(0) as usize;
+            let j1 = conv.kw.min((x.w as isize - x0).max(0) as usize);
+            if j0 >= j1 {
+                continue;
+            }
             for i in 0..conv.kh {
                 let iy = (oy * conv.stride + i) as isize - pt as isize;
                 if iy < 0 || iy >= x.h as isize {
                     continue;
                 }
-                for j in 0..conv.kw {
-                    let ix = (ox * conv.stride + j) as isize - pl as isize;
-                    if ix < 0 || ix >= x.w as isize {
-                        continue;
-                    }
-                    let o = (i * conv.kw + j) * c;
-                    dst[o..o + c].copy_from_slice(x.pixel(iy as usize, ix as usize));
-                }
+                let src = (iy as usize * x.w + (x0 + j0 as isize) as usize) * c;
+                let len = (j1 - j0) * c;
+                let o = (i * conv.kw + j0) * c;
+                dst[o..o + len].copy_from_slice(&x.data[src..src + len]);
             }
         }
     }
     cols
 }
 
-/// Keep each GEMM on the calling thread unless the user asked otherwise.
-///
-/// Callers parallelise over images (rayon), one image per thread; GEMM threads on top of that
-/// oversubscribe the cores. matrixmultiply reads `MATMUL_NUM_THREADS` once, at its first
-/// multiplication, and otherwise uses every physical core: set it to 1 when it is unset.
-/// Called when a network is loaded, i.e. before any multiplication.
-pub fn default_to_single_threaded_gemm() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-            std::env::set_var("MATMUL_NUM_THREADS", "1");
+static GEMM_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many threads one GEMM may use. 1 by default: the callers that process many photos
+/// parallelise over photos (one per core), and threads inside each GEMM on top of that would
+/// oversubscribe the cores. A service answering one photo at a time on an idle machine sets
+/// it to the core count ([`set_gemm_threads`]) to cut latency. `FACEPIPE_GEMM_THREADS`
+/// overrides the default.
+pub fn gemm_threads() -> usize {
+    use std::sync::atomic::Ordering;
+    match GEMM_THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = std::env::var("FACEPIPE_GEMM_THREADS")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(1);
+            GEMM_THREADS.store(n, Ordering::Relaxed);
+            n
         }
-    });
+        n => n,
+    }
 }
 
-/// `c += a · b` with `a: m × k`, `b: k × n`, all row-major (matrixmultiply through ndarray).
-pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+/// Set the number of threads each GEMM may use (see [`gemm_threads`]); 0 means 1.
+pub fn set_gemm_threads(n: usize) {
+    GEMM_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `c = a · b` (or `c += a · b` with `accumulate`), `a: m × k`, `b: k × n`, all row-major.
+#[allow(unsafe_code)] // the gemm crate takes raw pointers and strides
+pub fn gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
     // Shapes are built by this module from checked weights: a mismatch is a bug, not input.
-    let (Ok(a), Ok(b), Ok(mut c)) = (
-        ArrayView2::from_shape((m, k), a),
-        ArrayView2::from_shape((k, n), b),
-        ArrayViewMut2::from_shape((m, n), c),
-    ) else {
-        panic!("gemm shape mismatch: {m}x{k} · {k}x{n}");
+    assert!(c.len() == m * n, "gemm output is not {m}x{n}");
+    if k == 0 && !accumulate {
+        c.fill(0.0);
+    }
+    // SAFETY: `c` holds m × n values and is borrowed mutably, so it aliases neither input.
+    unsafe { gemm_raw(a, b, c.as_mut_ptr(), m, k, n, accumulate) }
+}
+
+/// `a · b` into a new `m × n` vector, without first zeroing it (the product overwrites
+/// every element; zeroing large outputs cost ~6 % of a detector's time).
+#[allow(unsafe_code)]
+pub fn gemm_new(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: the capacity holds m × n values; with k > 0 and `read_dst` false the product
+    // writes every one of them before `set_len` exposes them, and reads none.
+    unsafe {
+        gemm_raw(a, b, c.as_mut_ptr(), m, k, n, false);
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// # Safety
+/// `c` must point to `m * n` writable values (initialised when `read_dst`) that alias
+/// neither `a` nor `b`.
+#[allow(unsafe_code)]
+unsafe fn gemm_raw(
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+    read_dst: bool,
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "gemm shape mismatch: {m}x{k} · {k}x{n}"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let threads = gemm_threads();
+    // Below a few MFLOP a second thread costs more than it saves.
+    let parallelism = if threads > 1 && m * k * n >= 1 << 21 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     };
-    ndarray::linalg::general_mat_mul(1.0, &a, &b, 1.0, &mut c);
+    // SAFETY: the shapes were checked above, so every index the row-major strides reach
+    // lies inside `a`, `b` and the caller's `m * n` values at `c`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            n as isize,
+            read_dst,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `c += a · b` with `a: m × k`, `b: k × n`, all row-major.
+pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    gemm(a, b, c, m, k, n, true);
 }
 
 /// A depthwise 3×3 (or k×k) convolution with multiplier 1 and an optional bias.
@@ -320,42 +394,15 @@ impl DepthwiseConv {
 
     /// Same padding (the only mode the networks use for depthwise layers).
     pub fn forward(&self, x: &Tensor, act: Activation) -> Tensor {
-        let c = self.c;
         let (ho, pt) = out_and_pad(x.h, self.k, self.stride, Padding::Same);
         let (wo, pl) = out_and_pad(x.w, self.k, self.stride, Padding::Same);
-        let mut out = vec![0.0f32; ho * wo * c];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let dst = &mut out[(oy * wo + ox) * c..(oy * wo + ox + 1) * c];
-                dst.copy_from_slice(&self.bias);
-                for i in 0..self.k {
-                    let iy = (oy * self.stride + i) as isize - pt as isize;
-                    if iy < 0 || iy >= x.h as isize {
-                        continue;
-                    }
-                    for j in 0..self.k {
-                        let ix = (ox * self.stride + j) as isize - pl as isize;
-                        if ix < 0 || ix >= x.w as isize {
-                            continue;
-                        }
-                        let src = x.pixel(iy as usize, ix as usize);
-                        let wt = &self.weights[(i * self.k + j) * c..(i * self.k + j + 1) * c];
-                        for ((d, s), w) in dst.iter_mut().zip(src).zip(wt) {
-                            *d += s * w;
-                        }
-                    }
-                }
-                if act != Activation::None {
-                    for d in dst.iter_mut() {
-                        *d = act.apply(*d);
-                    }
-                }
-            }
-        }
+        let mut out = Vec::with_capacity(ho * wo * self.c);
+        simd::depthwise(x, self, simd::OutGeometry { ho, wo, pt, pl }, &mut out);
+        simd::bias_activation(&mut out, &[], act);
         Tensor {
             h: ho,
             w: wo,
-            c,
+            c: self.c,
             data: out,
         }
     }
@@ -553,6 +600,54 @@ mod tests {
             assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
             for (a, b) in got.data.iter().zip(&want.data) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b} for k{k} s{s} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_direct_definition() {
+        // 20 channels: two register blocks of 8 and a remainder of 4; k = 5 takes the
+        // per-tap path. Activations are checked on the same outputs.
+        for (k, s) in [(3, 1), (3, 2), (5, 1)] {
+            let c = 20;
+            let x = input(9, 8, c);
+            let dw = DepthwiseConv {
+                k,
+                c,
+                stride: s,
+                weights: (0..k * k * c)
+                    .map(|i| ((i * 5) % 7) as f32 * 0.3 - 1.0)
+                    .collect(),
+                bias: (0..c).map(|i| i as f32 * 0.25 - 2.0).collect(),
+            };
+            // The same layer written as a dense convolution with a diagonal filter.
+            let mut dense = conv(k, c, c, s, Padding::Same);
+            dense.weights = vec![0.0; k * k * c * c];
+            for t in 0..k * k {
+                for ch in 0..c {
+                    dense.weights[(t * c + ch) * c + ch] = dw.weights[t * c + ch];
+                }
+            }
+            dense.bias = dw.bias.clone();
+            let want = naive(&x, &dense);
+            for act in [Activation::None, Activation::Relu6, Activation::Leaky] {
+                let got = dw.forward(&x, act);
+                assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
+                for (a, b) in got.data.iter().zip(&want.data) {
+                    let b = match act {
+                        Activation::None => *b,
+                        Activation::Relu6 => b.clamp(0.0, 6.0),
+                        Activation::Leaky => {
+                            if *b > 0.0 {
+                                *b
+                            } else {
+                                0.1 * b
+                            }
+                        }
+                        Activation::Relu => b.max(0.0),
+                    };
+                    assert!((a - b).abs() < 1e-4, "{a} vs {b} for k{k} s{s} {act:?}");
+                }
             }
         }
     }

@@ -116,6 +116,33 @@ impl Storage for LocalStorage {
         })
     }
 
+    fn put_if_absent<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let path = self.path_of(key)?;
+            let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+            tokio::fs::create_dir_all(&parent)
+                .await
+                .map_err(|e| Error::io(&parent, e))?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object");
+            let tmp = parent.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
+            tokio::fs::write(&tmp, &data)
+                .await
+                .map_err(|e| Error::io(&tmp, e))?;
+            // link() never replaces an existing name, so exactly one writer wins, and the
+            // object appears whole.
+            let linked = tokio::fs::hard_link(&tmp, &path).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            match linked {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        })
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<ObjectInfo>> {
         Box::pin(async move {
             let root = self.root.clone();
@@ -225,6 +252,16 @@ mod tests {
         store.delete("a/b/two.json").await.unwrap();
         assert!(!store.exists("a/b/two.json").await.unwrap());
         assert!(store.get("../escape").await.is_err());
+        assert!(store
+            .put_if_absent("a/b/claim", Bytes::from_static(b"first"))
+            .await
+            .unwrap());
+        assert!(!store
+            .put_if_absent("a/b/claim", Bytes::from_static(b"second"))
+            .await
+            .unwrap());
+        assert_eq!(store.get("a/b/claim").await.unwrap(), "first");
+        store.delete("a/b/claim").await.unwrap();
         // No temporary files are left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(names.len(), 1);

@@ -41,6 +41,10 @@ pub trait Storage: Send + Sync {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Bytes>;
     /// Write the whole object atomically, replacing any earlier one.
     fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, ()>;
+    /// Write the object only if no object has `key` yet: `Ok(true)` when this call created
+    /// it, `Ok(false)` when one already existed (another writer got there first). Atomic
+    /// like `put`; registries claim version numbers with it.
+    fn put_if_absent<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, bool>;
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<ObjectInfo>>;
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool>;

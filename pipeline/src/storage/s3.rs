@@ -226,6 +226,34 @@ impl Storage for S3Storage {
         })
     }
 
+    fn put_if_absent<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            // A conditional PUT (`If-None-Match: *`): the store refuses it with 412 when the
+            // key exists, or 409 while a concurrent conditional write of the key is in flight.
+            // Small objects only: claims and markers, never multipart.
+            let sent = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .if_none_match("*")
+                .body(ByteStream::from(data))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    match (e.code(), status) {
+                        (Some("PreconditionFailed" | "ConditionalRequestConflict"), _)
+                        | (_, Some(409 | 412)) => Ok(false),
+                        _ => Err(self.error(key, e)),
+                    }
+                }
+            }
+        })
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<ObjectInfo>> {
         Box::pin(async move {
             // Keys are listed under "<location prefix>/<prefix>"; strip the location part.

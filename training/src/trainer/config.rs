@@ -72,6 +72,63 @@ impl std::str::FromStr for OptimizerKind {
     }
 }
 
+/// Arithmetic of the forward and backward passes on CUDA (weights and optimiser state stay
+/// f32 in every case; CPU runs are always f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// bf16 autocast: f32's exponent range, so no loss scaling is needed.
+    #[default]
+    Bf16,
+    /// fp16 autocast with a dynamic loss scale (for GPUs without bf16).
+    Fp16,
+    /// Full f32.
+    F32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "fp16" | "f16" | "half" => Ok(Self::Fp16),
+            "f32" | "fp32" | "float" => Ok(Self::F32),
+            other => Err(format!(
+                "unknown precision `{other}` (expected bf16, fp16 or f32)"
+            )),
+        }
+    }
+}
+
+impl Precision {
+    /// The autocast dtype on `device`, or `None` for plain f32 (always on CPU).
+    pub fn autocast_kind(self, device: tch::Device) -> Option<tch::Kind> {
+        match self {
+            _ if !device.is_cuda() => None,
+            Precision::Bf16 => Some(tch::Kind::BFloat16),
+            Precision::Fp16 => Some(tch::Kind::Half),
+            Precision::F32 => None,
+        }
+    }
+
+    /// What a run on `device` actually computes in (for logs and benchmark reports).
+    pub fn effective(self, device: tch::Device) -> Precision {
+        if device.is_cuda() {
+            self
+        } else {
+            Precision::F32
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
 /// Every setting of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -108,8 +165,10 @@ pub struct TrainConfig {
     pub target_far: f64,
     /// Cap on optimiser steps per epoch (quick runs and benchmarks).
     pub max_steps_per_epoch: Option<usize>,
-    /// Mixed precision on CUDA (autocast + dynamic loss scaling).
-    pub amp: bool,
+    /// Mixed precision on CUDA: bf16 (default), fp16 with loss scaling, or f32. (Checkpoints
+    /// from before this setting existed read as bf16.)
+    #[serde(default)]
+    pub precision: Precision,
     /// Start a margin head's class centres at each training person's mean embedding from the
     /// initial backbone ("weight imprinting"; useful with a pretrained backbone).
     #[serde(default)]
@@ -141,7 +200,7 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             target_far: 1e-3,
             max_steps_per_epoch: None,
-            amp: true,
+            precision: Precision::Bf16,
             imprint: true,
         }
     }
@@ -212,5 +271,22 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn precision_parses_and_is_f32_on_cpu() {
+        assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!("fp16".parse::<Precision>(), Ok(Precision::Fp16));
+        assert_eq!("f32".parse::<Precision>(), Ok(Precision::F32));
+        assert!("int8".parse::<Precision>().is_err());
+        let cuda = tch::Device::Cuda(0);
+        assert_eq!(
+            Precision::Bf16.autocast_kind(cuda),
+            Some(tch::Kind::BFloat16)
+        );
+        assert_eq!(Precision::Fp16.autocast_kind(cuda), Some(tch::Kind::Half));
+        assert_eq!(Precision::F32.autocast_kind(cuda), None);
+        assert_eq!(Precision::Bf16.autocast_kind(tch::Device::Cpu), None);
+        assert_eq!(Precision::Fp16.effective(tch::Device::Cpu), Precision::F32);
     }
 }

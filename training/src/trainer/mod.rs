@@ -1,13 +1,20 @@
 //! The training loop behind `facepipe train`: split by identity, build the backbone
 //! (pretrained ResNet or a from-scratch MobileFaceNet) and a margin head, optimise with SGD or
-//! AdamW under a warm-up + cosine schedule, validate on held-out people each epoch (early
-//! stopping), checkpoint every epoch (`--resume`), and finish with a calibrated threshold,
-//! held-out test metrics and a model artifact.
+//! AdamW under a warm-up + cosine schedule (bf16 autocast on CUDA by default), validate on
+//! held-out people each epoch (early stopping), checkpoint every epoch (`--resume`), and
+//! finish with a calibrated threshold, held-out test metrics and a model artifact.
 //!
 //! Var-store layout: backbone variables at the root (optimiser group 0, so a pretrained
 //! backbone can learn slower), the head under `head.` (group 1; not saved in the artifact).
+//!
+//! Checkpoint folder (`OUT/checkpoint`), rewritten after every epoch: `last.safetensors`
+//! (all variables, head and batch-norm statistics included), `optimizer.safetensors`
+//! (momentum buffers or Adam moments and step counts, see [`optim`]), `best.safetensors`
+//! and `state.json` (config, split, epoch, history, loss scale). Together they make
+//! `--resume` continue exactly where the run stopped.
 
 pub mod config;
+pub mod optim;
 pub mod sweep;
 pub mod validate;
 
@@ -16,10 +23,11 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind};
 
 use crate::artifact::{self, ModelJson};
+use crate::autocast::Autocast;
 use crate::backbone::EmbeddingNet;
 use crate::data::{FaceSet, IdentitySplit, Loader, LoaderConfig, Subset};
 use crate::embedder::{DistanceKind, Metric};
@@ -28,7 +36,8 @@ use crate::losses::{build_head, Head};
 use crate::mobilefacenet::MobileFaceNet;
 use crate::resnet::FaceResNet;
 
-pub use config::{Arch, Init, OptimizerKind, TrainConfig};
+pub use config::{Arch, Init, OptimizerKind, Precision, TrainConfig};
+pub use optim::{Algorithm, Optimizer};
 pub use validate::PairSummary;
 
 /// Folder inside OUT holding the resumable state.
@@ -36,6 +45,7 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 const STATE_FILE: &str = "state.json";
 const LAST_WEIGHTS: &str = "last.safetensors";
 const BEST_WEIGHTS: &str = "best.safetensors";
+const OPTIMIZER_STATE: &str = "optimizer.safetensors";
 
 /// How a run is driven (not part of the run's identity).
 #[derive(Clone, Debug)]
@@ -47,6 +57,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// Draw progress bars (off in tests and parallel sweeps).
     pub progress: bool,
+    /// Stop once this many epochs are complete, leaving a checkpoint that `--resume`
+    /// continues exactly (a run split over several sessions; `None`: run to the end).
+    pub stop_after: Option<usize>,
 }
 
 /// One epoch's figures.
@@ -76,6 +89,9 @@ pub struct TrainState {
     pub epochs_without_improvement: usize,
     pub stopped_early: bool,
     pub history: Vec<EpochLog>,
+    /// fp16 loss scale at the end of the last completed epoch.
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
 }
 
 /// The result of a finished run.
@@ -138,7 +154,7 @@ pub struct Model {
 
 /// Build the backbone (loading pretrained weights when asked) and the head for `classes`.
 pub fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Result<Model> {
-    let mut vs = nn::VarStore::new(opts.device);
+    let vs = nn::VarStore::new(opts.device);
     let net: Box<dyn EmbeddingNet> = match (cfg.arch, cfg.init) {
         (Arch::Resnet128, Init::Pretrained) => {
             let models = facepipe_pipeline::ModelDir::locate(opts.models.as_deref())?;
@@ -168,30 +184,32 @@ pub fn build_model(cfg: &TrainConfig, classes: usize, opts: &RunOptions) -> Resu
             }
         }
     }
-    if opts.device.is_cuda() && cfg.amp {
-        // Weights stay f32 (master copy); autocast runs the convolutions in half precision.
-        vs.float();
-    }
+    // Weights stay f32 whatever the precision (the master copy); autocast casts per op.
     Ok(Model { vs, net, head })
 }
 
-/// The optimiser of `cfg` over every trainable variable of `vs`.
-pub fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
-    let opt = match cfg.optimizer {
-        OptimizerKind::Sgd => nn::Sgd {
+/// The optimiser of `cfg` over every trainable variable of `vs` (SGD uses Nesterov momentum
+/// whenever the momentum is non-zero).
+pub fn build_optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<Optimizer> {
+    let algorithm = match cfg.optimizer {
+        OptimizerKind::Sgd => Algorithm::Sgd {
             momentum: cfg.momentum,
             dampening: 0.0,
-            wd: cfg.weight_decay,
+            weight_decay: cfg.weight_decay,
             nesterov: cfg.momentum > 0.0,
-        }
-        .build(vs, cfg.lr)?,
-        OptimizerKind::Adamw => nn::adamw(0.9, 0.999, cfg.weight_decay).build(vs, cfg.lr)?,
+        },
+        OptimizerKind::Adamw => Algorithm::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+        },
     };
-    Ok(opt)
+    Optimizer::new(algorithm, vs, cfg.lr)
 }
 
 /// Group learning rates for the current step (backbone slower when pretrained).
-pub fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
+pub fn set_lrs(opt: &mut Optimizer, cfg: &TrainConfig, lr: f64) {
     let mult = if cfg.init == Init::Pretrained {
         cfg.backbone_lr_mult
     } else {
@@ -201,69 +219,86 @@ pub fn set_lrs(opt: &mut nn::Optimizer, cfg: &TrainConfig, lr: f64) {
     opt.set_lr_group(1, lr);
 }
 
-/// One optimiser step, in f32 or mixed precision. Mixed precision uses a dynamic loss scale:
-/// it doubles after a run of good steps, and a step whose gradients overflow is skipped and
-/// halves it.
+/// fp16's dynamic loss scale: doubles after a run of good steps; a step whose gradients
+/// overflow is skipped and halves it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossScale {
+    pub scale: f64,
+    pub good_steps: usize,
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        Self {
+            scale: 65536.0,
+            good_steps: 0,
+        }
+    }
+}
+
+/// One optimiser step: backward + update, through a loss scale for fp16 (bf16 and f32 need
+/// none).
 #[derive(Debug)]
 pub struct Stepper {
-    amp: bool,
-    scale: f64,
-    good: usize,
+    scale: Option<LossScale>,
 }
 
 impl Stepper {
-    pub fn new(amp: bool) -> Self {
+    /// A stepper for a run computing in `precision` on `device`.
+    pub fn new(precision: Precision, device: Device) -> Self {
+        let fp16 = precision.effective(device) == Precision::Fp16;
         Self {
-            amp,
-            scale: 65536.0,
-            good: 0,
+            scale: fp16.then(LossScale::default),
         }
     }
 
-    /// Backward + update; returns whether the update was applied.
-    pub fn step(
-        &mut self,
-        opt: &mut nn::Optimizer,
-        vs: &nn::VarStore,
-        loss: &tch::Tensor,
-        finite: bool,
-    ) -> bool {
-        if !self.amp {
-            opt.backward_step(loss);
-            return true;
+    /// Continue from a saved loss scale (ignored unless this stepper scales).
+    pub fn resume(&mut self, saved: Option<LossScale>) {
+        if let (Some(s), Some(saved)) = (self.scale.as_mut(), saved) {
+            *s = saved;
         }
+    }
+
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.scale
+    }
+
+    /// Backward + update; returns whether the update was applied (fp16 skips a step whose
+    /// loss or gradients are not finite).
+    pub fn step(&mut self, opt: &mut Optimizer, loss: &tch::Tensor, finite: bool) -> Result<bool> {
+        let Some(s) = self.scale.as_mut() else {
+            opt.backward_step(loss)?;
+            return Ok(true);
+        };
         opt.zero_grad();
-        (loss * self.scale).backward();
-        if !(finite && grads_finite(vs)) {
-            self.scale = (self.scale / 2.0).max(1.0);
-            self.good = 0;
-            return false;
+        (loss * s.scale).f_backward()?;
+        if !(finite && optim::grads_finite(opt)) {
+            s.scale = (s.scale / 2.0).max(1.0);
+            s.good_steps = 0;
+            return Ok(false);
         }
-        tch::no_grad(|| {
-            for v in vs.trainable_variables() {
-                let mut g = v.grad();
-                if g.defined() {
-                    let _ = g.g_div_scalar_(self.scale);
-                }
-            }
-        });
-        opt.step();
-        self.good += 1;
-        if self.good >= 1000 {
-            self.scale *= 2.0;
-            self.good = 0;
+        optim::unscale_grads(opt, s.scale)?;
+        opt.step()?;
+        s.good_steps += 1;
+        if s.good_steps >= 1000 {
+            s.scale *= 2.0;
+            s.good_steps = 0;
         }
-        true
+        Ok(true)
     }
 }
 
-fn grads_finite(vs: &nn::VarStore) -> bool {
-    tch::no_grad(|| {
-        vs.trainable_variables().iter().all(|v| {
-            let g = v.grad();
-            !g.defined() || g.isfinite().all().int64_value(&[]) != 0
-        })
-    })
+/// Write through a temporary file and rename, so a crash mid-write never leaves a torn file.
+/// The temporary name keeps the extension (`last.tmp.safetensors`): tch picks the weight
+/// format from it.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let tmp = match path.extension() {
+        Some(ext) => path.with_file_name(format!("{stem}.tmp.{}", ext.to_string_lossy())),
+        None => path.with_file_name(format!("{stem}.tmp")),
+    };
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Train on the prepared dataset at `dataset`, writing checkpoints and the artifact into `out`.
@@ -287,6 +322,11 @@ pub fn train_on(
     opts: &RunOptions,
 ) -> Result<TrainSummary> {
     cfg.check()?;
+    if opts.stop_after == Some(0) {
+        return Err(Error::Invalid(
+            "--stop-after must be at least 1 (it counts completed epochs)".into(),
+        ));
+    }
     let ckpt = out.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
     let state_path = ckpt.join(STATE_FILE);
@@ -341,6 +381,7 @@ pub fn train_on(
             epochs_without_improvement: 0,
             stopped_early: false,
             history: Vec::new(),
+            loss_scale: None,
         }
     };
     write_json(&out.join("split.json"), &split)?;
@@ -361,6 +402,19 @@ pub fn train_on(
         )?;
     }
     let mut opt = build_optimizer(cfg, &model.vs)?;
+    let opt_path = ckpt.join(OPTIMIZER_STATE);
+    if opts.resume && state.completed_epochs > 0 {
+        if opt_path.is_file() {
+            opt.load(&opt_path)?;
+        } else {
+            // A checkpoint written before optimiser state was saved: still usable, but the
+            // momentum or Adam moments restart from zero.
+            tracing::warn!(
+                "{} is missing: resuming with fresh optimiser state (not an exact continuation)",
+                opt_path.display()
+            );
+        }
+    }
 
     let loader = Loader::new(
         train_set.clone(),
@@ -384,11 +438,13 @@ pub fn train_on(
         .max(1);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize;
-    let amp = opts.device.is_cuda() && cfg.amp;
-    let mut scaler = Stepper::new(amp);
+    let autocast = cfg.precision.autocast_kind(opts.device);
+    let mut stepper = Stepper::new(cfg.precision, opts.device);
+    stepper.resume(state.loss_scale);
     let eval_batch = cfg.batch.clamp(8, 256);
+    let stop_at = opts.stop_after.map_or(cfg.epochs, |n| n.min(cfg.epochs));
 
-    while state.completed_epochs < cfg.epochs && !state.stopped_early {
+    while state.completed_epochs < stop_at && !state.stopped_early {
         let epoch = state.completed_epochs;
         let bar = if opts.progress {
             let b = ProgressBar::new(steps_per_epoch as u64);
@@ -409,19 +465,24 @@ pub fn train_on(
             let batch = batch?;
             lr = schedule(cfg.lr, state.global_step, warmup, total);
             set_lrs(&mut opt, cfg, lr);
-            let out = tch::autocast(amp, || {
-                let emb = model.net.forward_t(&batch.images, true);
-                model.head.forward(&emb.to_kind(Kind::Float), &batch.labels)
-            });
+            let emb = {
+                // Only the backbone runs in reduced precision; the margin head's cosines need
+                // f32 (bf16 resolves cos θ near 1 only to about 0.004).
+                let _cast = autocast
+                    .map(|k| Autocast::new(opts.device, k))
+                    .transpose()?;
+                model.net.forward_t(&batch.images, true)
+            };
+            let out = model.head.forward(&emb.to_kind(Kind::Float), &batch.labels);
             let loss = out.loss.double_value(&[]);
-            if !loss.is_finite() && !amp {
+            if !loss.is_finite() && stepper.loss_scale().is_none() {
                 return Err(Error::Invalid(format!(
                     "the loss became {loss} at epoch {} step {steps}: lower --lr (now {})",
                     epoch + 1,
                     cfg.lr
                 )));
             }
-            scaler.step(&mut opt, &model.vs, &out.loss, loss.is_finite());
+            stepper.step(&mut opt, &out.loss, loss.is_finite())?;
             let acc = out.accuracy.double_value(&[]);
             steps += 1;
             state.global_step += 1;
@@ -487,12 +548,15 @@ pub fn train_on(
         );
         state.history.push(log);
         state.completed_epochs += 1;
-        model.vs.save(ckpt.join(LAST_WEIGHTS))?;
+        state.loss_scale = stepper.loss_scale();
+        // Weights and optimiser state first, state.json last: it is what says an epoch is done.
+        write_atomic(&ckpt.join(LAST_WEIGHTS), |p| Ok(model.vs.save(p)?))?;
+        write_atomic(&opt_path, |p| opt.save(p))?;
         if score > state.best_score {
             state.best_score = score;
             state.best_epoch = Some(epoch + 1);
             state.epochs_without_improvement = 0;
-            model.vs.save(ckpt.join(BEST_WEIGHTS))?;
+            write_atomic(&ckpt.join(BEST_WEIGHTS), |p| Ok(model.vs.save(p)?))?;
         } else {
             state.epochs_without_improvement += 1;
             if cfg.patience > 0 && state.epochs_without_improvement >= cfg.patience {
@@ -506,7 +570,14 @@ pub fn train_on(
                 }
             }
         }
-        write_json(&state_path, &state)?;
+        write_atomic(&state_path, |p| write_json(p, &state))?;
+    }
+    if state.completed_epochs < cfg.epochs && !state.stopped_early {
+        tracing::info!(
+            "stopped after epoch {} of {} as asked; continue with --resume",
+            state.completed_epochs,
+            cfg.epochs
+        );
     }
 
     // Ship the best epoch, not the last.
