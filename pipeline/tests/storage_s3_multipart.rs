@@ -8,137 +8,24 @@
 // Test helpers fail loudly: a panic with the unwrapped error is the test's report.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use facepipe_pipeline::storage;
 use facepipe_pipeline::storage::s3::{MULTIPART_THRESHOLD, PART_SIZE};
-use facepipe_pipeline::storage::{self, StorageOptions};
+use facepipe_pipeline::storage::seaweed::SeaweedFs;
 use facepipe_pipeline::Error;
 
-const KEY_ID: &str = "facepipe-s3-test-key";
-const SECRET: &str = "facepipe-s3-test-secret-0123456789";
 const BUCKET: &str = "facepipe-multipart";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// `weed mini` in its own process group, ended with the group when dropped.
-struct Weed {
-    child: Child,
-    s3_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Weed {
-    async fn start() -> Weed {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let s3_port = free_port();
-        let mut cmd = Command::new("weed");
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false"])
-            .arg(format!("-bucket={BUCKET}"))
-            .arg(format!("-s3.port={s3_port}"));
-        // Every listener on a free port, so parallel tests never collide.
-        for flag in [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-            "s3.debug.port",
-            "metricsPort",
-            "s3.metricsPort",
-            "s3.port.iceberg",
-            "s3.port.lance",
-        ] {
-            cmd.arg(format!("-{flag}={}", free_port()));
-        }
-        cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let weed = Weed {
-            child: cmd.spawn().unwrap(),
-            s3_port,
-            _dir: dir,
-        };
-        // The S3 port opens before the bucket exists: wait until the bucket answers.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let ready = async {
-                let store = storage::open_str(&format!("s3://{BUCKET}"), &weed.options()).await?;
-                store.check().await
-            };
-            match ready.await {
-                Ok(()) => return weed,
-                Err(e) if Instant::now() > deadline => panic!("weed never served the bucket: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    fn options(&self) -> StorageOptions {
-        // The storage layer reads credentials the standard AWS way.
-        std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
-        StorageOptions {
-            s3_endpoint: Some(self.endpoint()),
-            region: Some("us-east-1".into()),
-        }
-    }
-
-    /// A plain SDK client, to look at what the store holds (the ETag) from outside.
-    async fn raw_client(&self) -> aws_sdk_s3::Client {
-        let shared = storage::s3::aws_config(&self.options()).await;
-        let config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(true)
-            .endpoint_url(self.endpoint())
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    }
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+/// A plain SDK client, to look at what the store holds (the ETag) from outside.
+async fn raw_client(weed: &SeaweedFs) -> aws_sdk_s3::Client {
+    let shared = storage::s3::aws_config(&weed.options()).await;
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .endpoint_url(weed.endpoint())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// Deterministic bytes that no store can compress or deduplicate into a false pass.
@@ -158,11 +45,11 @@ fn payload(len: usize, seed: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_go_up_in_parts_and_round_trip() {
-    if !on_path("weed") {
+    if !SeaweedFs::available() {
         eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
         return;
     }
-    let weed = Weed::start().await;
+    let weed = SeaweedFs::start(BUCKET).unwrap();
     let opts = weed.options();
     let store = storage::open_str(&format!("s3://{BUCKET}/multipart test"), &opts)
         .await
@@ -207,7 +94,7 @@ async fn large_objects_go_up_in_parts_and_round_trip() {
     );
 
     // S3 gives a multipart object an ETag ending in "-<parts>"; a single PUT gets a plain MD5.
-    let client = weed.raw_client().await;
+    let client = raw_client(&weed).await;
     let etag = |k: &str| {
         let client = client.clone();
         let full = format!("multipart test/{k}");

@@ -8,10 +8,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use facepipe_pipeline::storage::seaweed::SeaweedFs;
 use facepipe_pipeline::storage::StorageOptions;
 use facepipe_serving::deployment::{now_rfc3339, pretrained_metric};
 use facepipe_serving::{
@@ -19,8 +19,6 @@ use facepipe_serving::{
 };
 use facepipe_training::DistanceKind;
 
-const KEY_ID: &str = "facepipe-registry-test";
-const SECRET: &str = "facepipe-registry-secret-0123456789";
 const BUCKET: &str = "facepipe-registry";
 /// Set in child processes: publish `PUBLISHES` versions to this registry and exit.
 const CHILD_REGISTRY: &str = "FACEPIPE_TEST_CHILD_REGISTRY";
@@ -51,130 +49,14 @@ fn bundle(name: &str) -> Bundle {
     }
 }
 
-fn on_path(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// SeaweedFS `weed mini` on free ports with SigV4 credentials; killed (with its process
-/// group) when dropped.
-struct Weed {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Weed {
-    fn start() -> Weed {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut cmd = Command::new("weed");
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false"])
-            .arg(format!("-bucket={BUCKET}"))
-            .arg(format!("-s3.port={port}"));
-        // Every listener on a free port, so parallel tests never collide.
-        for flag in [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-            "s3.debug.port",
-            "metricsPort",
-            "s3.metricsPort",
-            "s3.port.iceberg",
-            "s3.port.lance",
-        ] {
-            cmd.arg(format!("-{flag}={}", free_port()));
-        }
-        cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let weed = Weed {
-            child: cmd.spawn().unwrap(),
-            port,
-            _dir: dir,
-        };
-        set_credentials();
-        // The port opens before the bucket exists: wait until the registry can open.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match Registry::open_with(&weed.location("probe"), &weed.options()) {
-                Ok(_) => return weed,
-                Err(e) if Instant::now() > deadline => panic!("weed never served the bucket: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(300)),
-            }
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn options(&self) -> StorageOptions {
-        StorageOptions {
-            s3_endpoint: Some(self.endpoint()),
-            region: Some("us-east-1".into()),
-        }
-    }
-
-    fn location(&self, prefix: &str) -> String {
-        format!("s3://{BUCKET}/{prefix}")
-    }
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn set_credentials() {
-    // Read by the AWS SDK in this process and inherited by the child publishers.
-    std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
-    std::env::set_var("AWS_REGION", "us-east-1");
-}
-
-fn weed_or_skip() -> Option<Weed> {
-    if !on_path("weed") {
+fn weed_or_skip() -> Option<SeaweedFs> {
+    if !SeaweedFs::available() {
         eprintln!(
             "skipping: `weed` (SeaweedFS) is not on PATH; run `. scripts/env.sh` (scripts/setup.sh installs it)"
         );
         return None;
     }
-    Some(Weed::start())
+    Some(SeaweedFs::start(BUCKET).unwrap())
 }
 
 /// Not a test on its own: the body of the child processes of the two-publisher tests.

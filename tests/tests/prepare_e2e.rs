@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use facepipe_pipeline::dataset::shards::read_all;
 use facepipe_pipeline::dataset::{Manifest, Outcome, Sample, MANIFEST_FILE};
+use facepipe_pipeline::storage::seaweed::{
+    SeaweedFs, ACCESS_KEY_ID as KEY_ID, SECRET_ACCESS_KEY as SECRET,
+};
 use facepipe_pipeline::storage::{self, Location, StorageOptions};
 use facepipe_tests::{facepipe_bin, sample_data, workspace_root};
 use serde_json::Value;
 
-const KEY_ID: &str = "facepipe-test-key";
-const SECRET: &str = "facepipe-test-secret-0123456789";
 const BUCKET: &str = "facepipe-e2e";
 
 fn free_port() -> u16 {
@@ -84,87 +85,6 @@ fn wait_for_port(port: u16, what: &str, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("{what} did not open port {port} within {timeout:?}");
-}
-
-/// SeaweedFS `weed mini` on free ports, SigV4 enforced with the test credentials.
-struct Weed {
-    s3_port: u16,
-    _dir: tempfile::TempDir,
-    _guard: Guard,
-}
-
-impl Weed {
-    fn start() -> Weed {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("weed");
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false"])
-            .arg(format!("-bucket={BUCKET}"));
-        let s3_port = free_port();
-        cmd.arg(format!("-s3.port={s3_port}"));
-        // Every other listener on a free port too, so parallel tests and other users of
-        // weed on this machine never collide.
-        for flag in [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-            "s3.debug.port",
-            "metricsPort",
-            "s3.metricsPort",
-            "s3.port.iceberg",
-            "s3.port.lance",
-        ] {
-            cmd.arg(format!("-{flag}={}", free_port()));
-        }
-        cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let guard = spawn_group(cmd, "weed mini");
-        wait_for_port(s3_port, "weed mini (S3)", Duration::from_secs(60));
-        let weed = Weed {
-            s3_port,
-            _dir: dir,
-            _guard: guard,
-        };
-        // The S3 port opens before the bucket exists: wait until it answers for the bucket.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let rt = runtime();
-        loop {
-            let ok = rt.block_on(async {
-                let store = storage::open_str(&format!("s3://{BUCKET}"), &weed.options()).await?;
-                store.check().await
-            });
-            match ok {
-                Ok(()) => break,
-                Err(e) if Instant::now() > deadline => panic!("weed never served the bucket: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(300)),
-            }
-        }
-        weed
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    fn options(&self) -> StorageOptions {
-        std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
-        std::env::set_var("AWS_REGION", "us-east-1");
-        StorageOptions {
-            s3_endpoint: Some(self.endpoint()),
-            region: Some("us-east-1".into()),
-        }
-    }
 }
 
 /// The Lambda worker under `cargo lambda watch`.
@@ -453,7 +373,7 @@ fn three_deployments_agree_on_people_and_orl() {
     check_dataset(&m1, &s1, inputs);
 
     // 2. Local workers, input and output in S3.
-    let weed = Weed::start();
+    let weed = SeaweedFs::start(BUCKET).unwrap();
     let opts = weed.options();
     let s3_in = format!("s3://{BUCKET}/input");
     upload_dir(input.path(), &s3_in, &opts);
@@ -645,7 +565,7 @@ fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
         eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
         return;
     }
-    let weed = Weed::start();
+    let weed = SeaweedFs::start(BUCKET).unwrap();
     let endpoint = weed.endpoint();
     let input = tempfile::tempdir().unwrap();
     small_input(input.path());

@@ -9,6 +9,8 @@
 
 mod local;
 pub mod s3;
+#[cfg(feature = "test-support")]
+pub mod seaweed;
 
 use std::future::Future;
 use std::path::PathBuf;
