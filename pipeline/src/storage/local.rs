@@ -40,6 +40,25 @@ impl LocalStorage {
         }
         Ok(self.root.join(rel))
     }
+
+    /// Write `data` to a uniquely named temporary file beside the key's file (hidden from
+    /// listings) and return both paths; the caller publishes it with a rename or a link.
+    async fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, PathBuf)> {
+        let path = self.path_of(key)?;
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|e| Error::io(&parent, e))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = parent.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&tmp, data)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok((path, tmp))
+    }
 }
 
 fn walk(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
@@ -95,19 +114,7 @@ impl Storage for LocalStorage {
 
     fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let path = self.path_of(key)?;
-            let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-            tokio::fs::create_dir_all(&parent)
-                .await
-                .map_err(|e| Error::io(&parent, e))?;
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("object");
-            let tmp = parent.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
-            tokio::fs::write(&tmp, &data)
-                .await
-                .map_err(|e| Error::io(&tmp, e))?;
+            let (path, tmp) = self.write_temp(key, &data).await?;
             if let Err(e) = tokio::fs::rename(&tmp, &path).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(Error::io(path, e));
@@ -118,19 +125,7 @@ impl Storage for LocalStorage {
 
     fn put_if_absent<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let path = self.path_of(key)?;
-            let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-            tokio::fs::create_dir_all(&parent)
-                .await
-                .map_err(|e| Error::io(&parent, e))?;
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("object");
-            let tmp = parent.join(format!("{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
-            tokio::fs::write(&tmp, &data)
-                .await
-                .map_err(|e| Error::io(&tmp, e))?;
+            let (path, tmp) = self.write_temp(key, &data).await?;
             // link() never replaces an existing name, so exactly one writer wins, and the
             // object appears whole.
             let linked = tokio::fs::hard_link(&tmp, &path).await;
