@@ -18,17 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use facepipe_pipeline::dataset::layout::IMAGE_EXTENSIONS;
+use facepipe_pipeline::fanout::client::percentile;
 use facepipe_pipeline::{image_io, EngineOptions, FaceEngine, ModelDir};
 use facepipe_training::Embedder;
 use serde_json::json;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn photos(dirs: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -39,13 +33,11 @@ fn photos(dirs: &[PathBuf]) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if matches!(
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .map(|e| e.to_ascii_lowercase())
-                    .as_deref(),
-                Some("jpg" | "jpeg" | "png" | "pgm" | "gif" | "webp" | "bmp")
-            ) {
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
                 out.push(p);
             }
         }

@@ -255,18 +255,6 @@ pub fn set_gemm_threads(n: usize) {
     GEMM_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
-/// `c = a · b` (or `c += a · b` with `accumulate`), `a: m × k`, `b: k × n`, all row-major.
-#[allow(unsafe_code)] // the gemm crate takes raw pointers and strides
-pub fn gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    // Shapes are built by this module from checked weights: a mismatch is a bug, not input.
-    assert!(c.len() == m * n, "gemm output is not {m}x{n}");
-    if k == 0 && !accumulate {
-        c.fill(0.0);
-    }
-    // SAFETY: `c` holds m × n values and is borrowed mutably, so it aliases neither input.
-    unsafe { gemm_raw(a, b, c.as_mut_ptr(), m, k, n, accumulate) }
-}
-
 /// `a · b` into a new `m × n` vector, without first zeroing it (the product overwrites
 /// every element; zeroing large outputs cost ~6 % of a detector's time).
 #[allow(unsafe_code)]
@@ -339,8 +327,12 @@ unsafe fn gemm_raw(
 }
 
 /// `c += a · b` with `a: m × k`, `b: k × n`, all row-major.
+#[allow(unsafe_code)]
 pub fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    gemm(a, b, c, m, k, n, true);
+    // Shapes are built by this module from checked weights: a mismatch is a bug, not input.
+    assert!(c.len() == m * n, "gemm output is not {m}x{n}");
+    // SAFETY: `c` holds m × n values and is borrowed mutably, so it aliases neither input.
+    unsafe { gemm_raw(a, b, c.as_mut_ptr(), m, k, n, true) }
 }
 
 /// A depthwise 3×3 (or k×k) convolution with multiplier 1 and an optional bias.
