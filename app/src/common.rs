@@ -53,3 +53,79 @@ pub fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
         },
     }
 }
+
+/// clap value parser for a decision threshold: a positive, finite distance.
+pub fn parse_threshold(s: &str) -> Result<f32, String> {
+    let t: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number: give a distance such as 0.6"))?;
+    if !(t.is_finite() && t > 0.0) {
+        return Err(format!(
+            "{s} is not a usable threshold: give a positive, finite distance such as 0.6"
+        ));
+    }
+    Ok(t)
+}
+
+/// Longest secret file read (an API key is a line, not a document).
+const MAX_SECRET_FILE: u64 = 4096;
+
+/// The secret in `path` (e.g. an API key for `--api-key-file`): the file's text without
+/// surrounding whitespace, so a trailing newline does not become part of the key. Refuses an
+/// empty or oversized file, naming `flag`.
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{flag} {}: {e} (the file must be UTF-8 text)",
+                path.display()
+            )
+        })?;
+    anyhow::ensure!(
+        text.len() as u64 <= MAX_SECRET_FILE,
+        "{flag} {} is longer than {MAX_SECRET_FILE} bytes: it should hold only the key",
+        path.display()
+    );
+    let secret = text.trim();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "{flag} {} is empty: write the key into it",
+        path.display()
+    );
+    Ok(secret.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_must_be_positive_and_finite() {
+        assert_eq!(parse_threshold("0.6"), Ok(0.6));
+        for bad in ["inf", "-inf", "NaN", "0", "-0.5", "1e39", "six"] {
+            assert!(parse_threshold(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_files_are_trimmed_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "s3cret\n").unwrap();
+        assert_eq!(read_secret_file(&key, "--api-key-file").unwrap(), "s3cret");
+        std::fs::write(&key, " \n").unwrap();
+        let e = read_secret_file(&key, "--api-key-file").unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        std::fs::write(&key, vec![b'k'; 10_000]).unwrap();
+        let e = read_secret_file(&key, "--api-key-file").unwrap_err();
+        assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
+        let e = read_secret_file(&dir.path().join("missing"), "--api-key-file").unwrap_err();
+        assert!(e.to_string().contains("--api-key-file"), "{e}");
+    }
+}

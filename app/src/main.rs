@@ -37,6 +37,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Send photos to the service (or score locally) and print who is in them.
     Score(cmd::score::ScoreArgs),
+    /// Look after a deployment registry (`gc`: remove old versions).
+    Registry(cmd::registry::RegistryArgs),
     /// Run prepare tasks: one (`--request`) or a stream on stdin (`--serve`, the local executor).
     #[command(hide = true)]
     Worker(cmd::worker::WorkerArgs),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Deploy(a) => cmd::deploy::run(&cli.global, a),
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Score(a) => cmd::score::run(&cli.global, a),
+        Command::Registry(a) => cmd::registry::run(&cli.global, a),
         Command::Worker(a) => cmd::worker::run(&cli.global, a),
     };
     match result {

@@ -64,8 +64,13 @@ async function identify(file) {
   photo.src = objectUrl;
   const n = body.faces.length;
   const known = body.faces.filter((f) => f.person).length;
-  $("status").textContent =
+  let summary =
     n === 0 ? "No face found in this photo." : `${n} face${n > 1 ? "s" : ""}, ${known} recognised.`;
+  if (body.faces_truncated) {
+    // The service identifies only the largest faces of a crowded photo.
+    summary += ` The photo has ${body.faces_found} faces: only the ${n} largest were identified.`;
+  }
+  $("status").textContent = summary;
   $("deployment").textContent = `(deployment v${String(body.deployment).padStart(4, "0")})`;
 }
 

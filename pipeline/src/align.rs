@@ -286,43 +286,7 @@ struct FloatImage {
 impl FloatImage {
     /// One pyramid level: separable [1 4 6 4 1]/16 blur with edge replication, even pixels kept.
     fn down(&self) -> FloatImage {
-        const K: [f64; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
-        let (w, h) = (self.w, self.h);
-        let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
-        let mut vert = vec![[0.0; 3]; w * h];
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = [0.0; 3];
-                for (t, k) in K.iter().enumerate() {
-                    let p = self.data[clamp(y as isize + t as isize - 2, h) * w + x];
-                    for c in 0..3 {
-                        acc[c] += k * p[c];
-                    }
-                }
-                vert[y * w + x] = acc;
-            }
-        }
-        let (nw, nh) = (w.div_ceil(2), h.div_ceil(2));
-        let mut out = vec![[0.0; 3]; nw * nh];
-        for ny in 0..nh {
-            let y = ny * 2;
-            for nx in 0..nw {
-                let x = nx * 2;
-                let mut acc = [0.0; 3];
-                for (t, k) in K.iter().enumerate() {
-                    let p = vert[y * w + clamp(x as isize + t as isize - 2, w)];
-                    for c in 0..3 {
-                        acc[c] += k * p[c];
-                    }
-                }
-                out[ny * nw + nx] = acc;
-            }
-        }
-        FloatImage {
-            w: nw,
-            h: nh,
-            data: out,
-        }
+        pyramid_down(self.w, self.h, |x, y| self.data[y * self.w + x])
     }
 
     /// Bilinear sample; samples whose 2×2 neighbourhood leaves the image are black (dlib).
@@ -346,6 +310,48 @@ impl FloatImage {
     }
 }
 
+/// One pyramid level of a `w × h` source read through `pixel(x, y)`: the vertical pass of
+/// the blur is needed only on the even rows that are kept, so only those are computed, one
+/// row at a time. A level then costs its output (a quarter of its input) plus one row,
+/// which is what keeps a chip of a face that fills a 40 MP photo within bounded memory;
+/// the arithmetic, and so every value, is that of the full two-pass blur.
+fn pyramid_down(w: usize, h: usize, pixel: impl Fn(usize, usize) -> [f64; 3]) -> FloatImage {
+    const K: [f64; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
+    let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+    let (nw, nh) = (w.div_ceil(2), h.div_ceil(2));
+    let mut vert = vec![[0.0; 3]; w];
+    let mut out = Vec::with_capacity(nw * nh);
+    for ny in 0..nh {
+        let y = ny * 2;
+        for (x, v) in vert.iter_mut().enumerate() {
+            let mut acc = [0.0; 3];
+            for (t, k) in K.iter().enumerate() {
+                let p = pixel(x, clamp(y as isize + t as isize - 2, h));
+                for c in 0..3 {
+                    acc[c] += k * p[c];
+                }
+            }
+            *v = acc;
+        }
+        for nx in 0..nw {
+            let x = nx * 2;
+            let mut acc = [0.0; 3];
+            for (t, k) in K.iter().enumerate() {
+                let p = vert[clamp(x as isize + t as isize - 2, w)];
+                for c in 0..3 {
+                    acc[c] += k * p[c];
+                }
+            }
+            out.push(acc);
+        }
+    }
+    FloatImage {
+        w: nw,
+        h: nh,
+        data: out,
+    }
+}
+
 /// dlib's `extract_image_chip`: chip corners map onto the rotated rectangle's corners.
 pub fn extract_chip(image: &RgbImage, chip: &ChipDetails, size: u32) -> RgbImage {
     let n = size as usize;
@@ -364,21 +370,31 @@ pub fn extract_chip(image: &RgbImage, chip: &ChipDetails, size: u32) -> RgbImage
         return out;
     }
     let (sx, sy, sw, sh) = (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
-    let mut src = FloatImage {
-        w: sw as usize,
-        h: sh as usize,
-        data: Vec::with_capacity(sw as usize * sh as usize),
+    let photo = |x: usize, y: usize| {
+        let p = image.get_pixel(sx + x as u32, sy + y as u32).0;
+        [f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]
     };
-    for y in sy..sy + sh {
-        for x in sx..sx + sw {
-            let p = image.get_pixel(x, y).0;
-            src.data
-                .push([f64::from(p[0]), f64::from(p[1]), f64::from(p[2])]);
-        }
-    }
-    let mut level = 1.0;
     let area = (n * n) as f64;
-    while (chip.side / (2.0 * level)) * (chip.side / (2.0 * level)) > area {
+    let needs_level = |level: f64| (chip.side / (2.0 * level)) * (chip.side / (2.0 * level)) > area;
+    // The first level is read straight from the photo: a float copy of a large region at
+    // full size would cost 24 bytes a pixel (and its blur as much again).
+    let (mut src, mut level) = if needs_level(1.0) {
+        (pyramid_down(sw as usize, sh as usize, photo), 2.0)
+    } else {
+        let mut data = Vec::with_capacity(sw as usize * sh as usize);
+        for y in 0..sh as usize {
+            for x in 0..sw as usize {
+                data.push(photo(x, y));
+            }
+        }
+        let src = FloatImage {
+            w: sw as usize,
+            h: sh as usize,
+            data,
+        };
+        (src, 1.0)
+    };
+    while needs_level(level) {
         src = src.down();
         level *= 2.0;
     }
@@ -435,5 +451,58 @@ mod tests {
         let d = chip_details(&Landmarks68(pts), 150, CHIP_PADDING);
         assert!((d.side - 150.0).abs() < 1e-3, "{d:?}");
         assert!(d.angle.abs() < 1e-6 && (d.cx - 75.0).abs() < 1e-3, "{d:?}");
+    }
+
+    /// The full two-pass blur (vertical on every row, then horizontal on the even ones),
+    /// as the pyramid computed it before it kept only the rows it uses.
+    fn two_pass_down(img: &FloatImage) -> Vec<[f64; 3]> {
+        const K: [f64; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
+        let (w, h) = (img.w, img.h);
+        let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+        let mut vert = vec![[0.0; 3]; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = [0.0; 3];
+                for (t, k) in K.iter().enumerate() {
+                    let p = img.data[clamp(y as isize + t as isize - 2, h) * w + x];
+                    for c in 0..3 {
+                        acc[c] += k * p[c];
+                    }
+                }
+                vert[y * w + x] = acc;
+            }
+        }
+        let mut out = Vec::new();
+        for ny in 0..h.div_ceil(2) {
+            for nx in 0..w.div_ceil(2) {
+                let mut acc = [0.0; 3];
+                for (t, k) in K.iter().enumerate() {
+                    let p = vert[ny * 2 * w + clamp(nx as isize * 2 + t as isize - 2, w)];
+                    for c in 0..3 {
+                        acc[c] += k * p[c];
+                    }
+                }
+                out.push(acc);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_at_a_time_pyramid_gives_the_same_values_as_the_two_pass_blur() {
+        let (w, h) = (37, 23);
+        let data = (0..w * h)
+            .map(|i| {
+                [
+                    (i * 37 % 251) as f64,
+                    (i * 11 % 256) as f64,
+                    (i % 7) as f64 * 30.0,
+                ]
+            })
+            .collect();
+        let img = FloatImage { w, h, data };
+        let level = img.down();
+        assert_eq!((level.w, level.h), (19, 12));
+        assert!(level.data == two_pass_down(&img), "values differ");
     }
 }

@@ -74,6 +74,10 @@ pub struct Face {
 const RETRY_PADDING: f32 = 0.5;
 /// The neutral grey of the border.
 const RETRY_FILL: Rgb<u8> = Rgb([128, 128, 128]);
+/// Longest side of the padded copy. The detectors look at 416 or 512 pixels, so a larger
+/// photo is shrunk before padding: the copy costs at most 4096² pixels (48 MiB) whatever
+/// the photo's shape (a 20000x2000 photo padded as is would take 2.6 GB).
+const RETRY_MAX_SIDE: u32 = 4096;
 
 pub struct FaceEngine {
     options: EngineOptions,
@@ -143,21 +147,25 @@ impl FaceEngine {
     /// Detections on a grey-bordered copy, mapped back to (and clipped at) the original photo.
     fn padded_retry(&self, image: &RgbImage) -> Vec<Detection> {
         let (w, h) = (image.width(), image.height());
-        let pad = (w.max(h) as f32 * RETRY_PADDING).round() as u32;
-        let mut padded = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, RETRY_FILL);
-        image::imageops::replace(&mut padded, image, i64::from(pad), i64::from(pad));
+        let (small, scale_x, scale_y) = shrink_for_padding(image);
+        let src = small.as_ref().unwrap_or(image);
+        let (sw, sh) = src.dimensions();
+        let pad = (sw.max(sh) as f32 * RETRY_PADDING).round() as u32;
+        let mut padded = RgbImage::from_pixel(sw + 2 * pad, sh + 2 * pad, RETRY_FILL);
+        image::imageops::replace(&mut padded, src, i64::from(pad), i64::from(pad));
         let (wf, hf, pf) = (w as f32, h as f32, pad as f32);
         self.detector
             .detect(&padded)
             .into_iter()
             .filter_map(|d| {
-                let x0 = (d.bbox.x - pf).max(0.0);
-                let y0 = (d.bbox.y - pf).max(0.0);
-                let x1 = (d.bbox.right() - pf).min(wf);
-                let y1 = (d.bbox.bottom() - pf).min(hf);
+                let x0 = ((d.bbox.x - pf) / scale_x).max(0.0);
+                let y0 = ((d.bbox.y - pf) / scale_y).max(0.0);
+                let x1 = ((d.bbox.right() - pf) / scale_x).min(wf);
+                let y1 = ((d.bbox.bottom() - pf) / scale_y).min(hf);
                 // Keep boxes that mostly lie on the photo: a "face" in the border is noise.
                 let on_photo = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
-                (on_photo >= 0.5 * d.bbox.area()).then(|| Detection {
+                let area = d.bbox.area() / (scale_x * scale_y);
+                (on_photo >= 0.5 * area).then(|| Detection {
                     bbox: BBox::new(x0, y0, x1 - x0, y1 - y0),
                     score: d.score,
                 })
@@ -173,5 +181,49 @@ impl FaceEngine {
             Some(face.bbox),
             self.options.alignment,
         )
+    }
+}
+
+/// A copy of `image` small enough that padding it by [`RETRY_PADDING`] on each side stays
+/// within [`RETRY_MAX_SIDE`], with the x and y scale factors; `None` (scale 1) when the
+/// photo already fits.
+fn shrink_for_padding(image: &RgbImage) -> (Option<RgbImage>, f32, f32) {
+    let (w, h) = image.dimensions();
+    let padded_side = u64::from(w.max(h)) * 2;
+    if padded_side <= u64::from(RETRY_MAX_SIDE) {
+        return (None, 1.0, 1.0);
+    }
+    let scale = f64::from(RETRY_MAX_SIDE) / padded_side as f64;
+    let side = |n: u32| ((f64::from(n) * scale).round() as u32).max(1);
+    let (nw, nh) = (side(w), side(h));
+    let small = image::imageops::thumbnail(image, nw, nh);
+    (Some(small), nw as f32 / w as f32, nh as f32 / h as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_photos_are_padded_as_they_are() {
+        let img = RgbImage::new(1000, 2048);
+        let (small, sx, sy) = shrink_for_padding(&img);
+        assert!(small.is_none());
+        assert_eq!((sx, sy), (1.0, 1.0));
+    }
+
+    #[test]
+    fn elongated_photos_shrink_so_the_padded_copy_stays_bounded() {
+        // 20000x2000 padded as is would be 40000x22000 (2.6 GB).
+        let img = RgbImage::new(20_000, 2_000);
+        let (small, sx, sy) = shrink_for_padding(&img);
+        let small = small.unwrap();
+        assert_eq!(small.dimensions(), (2048, 205));
+        let pad = (small.width().max(small.height()) as f32 * RETRY_PADDING).round() as u32;
+        assert!(small.width() + 2 * pad <= RETRY_MAX_SIDE);
+        assert!((sx - 2048.0 / 20_000.0).abs() < 1e-6 && (sy - 205.0 / 2_000.0).abs() < 1e-6);
+        // A strip keeps at least one pixel across.
+        let (strip, _, _) = shrink_for_padding(&RgbImage::new(100_000, 8));
+        assert_eq!(strip.unwrap().dimensions(), (2048, 1));
     }
 }

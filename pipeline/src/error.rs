@@ -23,6 +23,17 @@ pub enum Error {
     /// An input file larger than the byte limit.
     #[error("input too large: {bytes} bytes exceeds the limit of {limit} bytes")]
     TooManyBytes { bytes: u64, limit: u64 },
+    /// Decoding would exceed a decode budget other than the pixel count: memory for
+    /// metadata, frames or the pixel buffer, or an elongated shape. Refused, never attempted.
+    #[error("image refused: {what} exceeds the limit of {limit}; {hint}")]
+    LimitExceeded {
+        /// What was too big, with the measured value.
+        what: String,
+        /// The limit, with its unit.
+        limit: String,
+        /// What the sender can do about it.
+        hint: String,
+    },
     /// Any other invalid argument or input (bad location, bad option value).
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -80,7 +91,17 @@ impl Error {
             Error::Unreadable { .. }
                 | Error::TooLarge { .. }
                 | Error::TooManyBytes { .. }
+                | Error::LimitExceeded { .. }
                 | Error::Invalid(_)
+        )
+    }
+
+    /// True when the input was refused for its size (pixels, bytes, memory, shape): the
+    /// manifest records these as `too_large`, the service answers 413.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Error::TooLarge { .. } | Error::TooManyBytes { .. } | Error::LimitExceeded { .. }
         )
     }
 }

@@ -37,6 +37,9 @@ pub mod landmarks;
 pub mod models;
 pub mod nn;
 pub mod storage;
+/// Test components and the skip-or-fail rule (feature `test-support`).
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use align::Alignment;
 pub use detect::{Detection, Detector, DetectorKind, DetectorOptions};

@@ -3,7 +3,8 @@
 //! threshold goes up in parts, round-trips byte for byte, and is never visible half-written;
 //! a small one goes up in a single PUT.
 //!
-//! Needs `weed` on PATH (`. scripts/env.sh`); skips with a message otherwise.
+//! Needs `weed` on PATH (`. scripts/env.sh`); skips with a message otherwise, and fails when
+//! `CI` is set.
 
 // Test helpers fail loudly: a panic with the unwrapped error is the test's report.
 #![allow(clippy::unwrap_used)]
@@ -45,8 +46,9 @@ fn payload(len: usize, seed: u64) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_go_up_in_parts_and_round_trip() {
-    if !SeaweedFs::available() {
-        eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
+    if !facepipe_pipeline::test_support::require(
+        facepipe_pipeline::test_support::Component::SeaweedFs,
+    ) {
         return;
     }
     let weed = SeaweedFs::start(BUCKET).unwrap();

@@ -1,7 +1,7 @@
 //! The serving error type. Variants are grouped by what the caller can do about them, so
 //! the HTTP layer maps each to one status code and a stable machine-readable `code`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -28,6 +28,12 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request raced a change published meanwhile and must be sent again.
+    #[error("{0}")]
+    Conflict(String),
+    /// The upload did not arrive within the body timeout (a stalled or trickling client).
+    #[error("{0}")]
+    BodyTimeout(String),
 
     // --- the service or its environment is at fault (5xx) ---
     /// No deployment is loaded yet.
@@ -35,6 +41,13 @@ pub enum Error {
     NotReady(String),
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// Every inference slot is busy and the wait queue is full (or the wait ran out):
+    /// answered 503 with `Retry-After`.
+    #[error("the service is at capacity ({reason}): retry in {retry_after:?}")]
+    Overloaded {
+        retry_after: std::time::Duration,
+        reason: String,
+    },
     /// Reading or writing the registry failed.
     #[error("registry error at {location}: {reason}")]
     Registry { location: String, reason: String },
@@ -62,7 +75,9 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::NotReady(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Registry { .. } | Error::Model(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -80,8 +95,11 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::BodyTimeout(_) => "body_timeout",
             Error::NotReady(_) => "not_ready",
             Error::Timeout(_) => "timeout",
+            Error::Overloaded { .. } => "overloaded",
             Error::Registry { .. } => "registry_error",
             Error::Model(_) => "model_error",
             Error::Internal(_) => "internal_error",
@@ -101,7 +119,7 @@ impl From<facepipe_pipeline::Error> for Error {
         let msg = e.to_string();
         if matches!(e, P::Unreadable { .. }) {
             Error::BadImage(msg)
-        } else if matches!(e, P::TooLarge { .. } | P::TooManyBytes { .. }) {
+        } else if e.is_too_large() {
             Error::TooLarge(msg)
         } else if e.is_bad_input() {
             Error::BadRequest(msg)
@@ -115,10 +133,18 @@ impl From<facepipe_pipeline::Error> for Error {
     }
 }
 
-/// The JSON body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+/// The JSON body of every error answer:
+/// `{"error": {"code": "...", "message": "..."}, "request_id": "..."}` (plus
+/// `retry_after_s` on 503 overload answers).
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    /// The `x-request-id` of the request: quote it to the operator, who finds it in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Seconds to wait before retrying (the `Retry-After` header too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -130,24 +156,70 @@ pub struct ErrorDetail {
 /// A JSON error response with an explicit status and code (used for rejections the
 /// framework produces before a handler runs).
 pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    error_response(status, code, message.into(), None)
+}
+
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    retry_after: Option<std::time::Duration>,
+) -> Response {
+    // Whole seconds, at least one: `Retry-After: 0` would invite an immediate retry storm.
+    let retry_after_s = retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.to_string(),
-            message: message.into(),
+            message,
         },
+        request_id: crate::request::current_id(),
+        retry_after_s,
     };
-    (status, axum::Json(body)).into_response()
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after_s {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+impl Error {
+    /// What the client is told. Failures of the service itself get a generic sentence (the
+    /// detail can name files, hosts or internals); the log keeps the detail under the
+    /// request id the answer carries.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Registry { .. } | Error::Model(_) | Error::Internal(_) => {
+                "the service failed to answer this request; the failure is logged under the \
+                 request id: quote it when reporting the problem"
+                    .into()
+            }
+            Error::NotReady(_) => {
+                "the service is not ready to answer yet (no deployment loaded): retry shortly"
+                    .into()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            // The client gets the message; the log keeps it too, for the operator.
-            tracing::error!(code = self.code(), "{self}");
+        let request_id = crate::request::current_id().unwrap_or_default();
+        if matches!(self, Error::Overloaded { .. }) {
+            // Shedding load is the service working as designed (counted in /metrics).
+            tracing::debug!(code = self.code(), request_id, "{self}");
+        } else if status.is_server_error() {
+            tracing::error!(code = self.code(), request_id, "{self}");
         } else {
-            tracing::debug!(code = self.code(), "{self}");
+            tracing::debug!(code = self.code(), request_id, "{self}");
         }
-        json_error(status, self.code(), self.to_string())
+        let retry_after = match &self {
+            Error::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        error_response(status, self.code(), self.public_message(), retry_after)
     }
 }

@@ -2,13 +2,19 @@
 //! the HTTP service with its web page.
 //!
 //! ```no_run
-//! use facepipe_serving::{app, AppState, LoadOptions, Registry, ServiceConfig};
+//! use facepipe_serving::server::ConnectionLimits;
+//! use facepipe_serving::{serve, AppState, LoadOptions, Registry, ServeOptions, ServiceConfig};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = Registry::open("registry")?;
 //! let load = LoadOptions::new(facepipe_pipeline::ModelDir::locate(None)?);
 //! let state = AppState::load(registry, load, ServiceConfig::default())?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app(state)).await?;
+//! let options = ServeOptions {
+//!     listen: "127.0.0.1:8080".parse()?,
+//!     tls: None,
+//!     poll_interval: None,
+//!     connections: ConnectionLimits::default(),
+//! };
+//! serve(state, options, |addr, scheme| println!("{scheme}://{addr}/")).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -17,6 +23,8 @@
 //!   claimed create-if-absent so concurrent publishers never share a number, and the
 //!   `CURRENT` pointer.
 //! - [`deployment`]: one bundle on disk (`deployment.json`, `gallery.safetensors`, `labels.json`).
+//! - [`edits`]: enroll/delete at run time, derived from `CURRENT` and published with its
+//!   compare-and-swap in a task of their own.
 //! - [`enroll`]: building a gallery from a `Name/photo.jpg` folder for `facepipe deploy`.
 //! - [`gallery`]: all embeddings of all people; top-k search (an int8 scan that shortlists,
 //!   an exact rerank, and a bound that proves the answer equals the exact scan's).
@@ -24,10 +32,14 @@
 //! - [`live`]: a loaded deployment and its answers (identify, verify), shared by the HTTP
 //!   handlers and `facepipe score --local`.
 //! - [`api`]: the axum router, auth, limits, timeouts; [`metrics`]: Prometheus text.
+//! - [`admission`]: bounded inference slots, a bounded wait queue, 503 + `Retry-After`;
+//!   [`request`]: request ids and the deadline that stops a request's work.
 //! - [`web`]: the page at `/`; [`server`]: TLS, graceful shutdown, the registry watcher.
 
+pub mod admission;
 pub mod api;
 pub mod deployment;
+pub mod edits;
 pub mod enroll;
 pub mod error;
 pub mod gallery;
@@ -35,9 +47,11 @@ pub mod live;
 pub mod metrics;
 pub mod recognizer;
 pub mod registry;
+pub mod request;
 pub mod server;
 pub mod web;
 
+pub use admission::AdmissionConfig;
 pub use api::{app, AppState, ServiceConfig};
 pub use deployment::{Bundle, DeploymentInfo, ModelRef};
 pub use error::{Error, ErrorBody, Result};

@@ -10,11 +10,15 @@ use facepipe_training::Metric;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{now_rfc3339, Bundle, DeploymentInfo};
+use crate::deployment::{Bundle, DeploymentInfo};
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
 use crate::recognizer::Recognizer;
 use crate::registry::Registry;
+use crate::request::Cancel;
+
+/// Faces embedded per photo unless configured otherwise (`ServiceConfig::max_faces`).
+pub const DEFAULT_MAX_FACES: usize = 100;
 
 /// How networks are loaded for a service.
 #[derive(Clone, Debug)]
@@ -81,6 +85,12 @@ pub struct Identification {
     pub height: u32,
     pub threshold: f32,
     pub faces: Vec<FaceResult>,
+    /// Faces the detector found; more than `faces.len()` when the cap was hit.
+    #[serde(default)]
+    pub faces_found: usize,
+    /// True when only the largest faces (the service's `max_faces`) were identified.
+    #[serde(default)]
+    pub faces_truncated: bool,
 }
 
 /// The answer to "are these the same person".
@@ -158,15 +168,45 @@ impl Live {
         limits: &DecodeLimits,
         top_k: usize,
     ) -> Result<Identification> {
-        let image = decode(bytes, limits)?;
-        self.identify(&image, top_k)
+        self.identify_bytes_within(bytes, limits, top_k, DEFAULT_MAX_FACES, &Cancel::never())
     }
 
-    /// Every face in the photo with the closest enrolled people.
+    /// [`Live::identify_bytes`] for a request: at most `max_faces` faces, and `cancel`
+    /// checked between decoding and each later stage.
+    pub fn identify_bytes_within(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        top_k: usize,
+        max_faces: usize,
+        cancel: &Cancel,
+    ) -> Result<Identification> {
+        let image = decode(bytes, limits)?;
+        cancel.check()?;
+        self.identify_within(&image, top_k, max_faces, cancel)
+    }
+
+    /// Every face in the photo (the largest [`DEFAULT_MAX_FACES`]) with the closest
+    /// enrolled people.
     pub fn identify(&self, image: &RgbImage, top_k: usize) -> Result<Identification> {
+        self.identify_within(image, top_k, DEFAULT_MAX_FACES, &Cancel::never())
+    }
+
+    /// The largest `max_faces` faces with the closest enrolled people, stopping between
+    /// stages once `cancel` fires.
+    pub fn identify_within(
+        &self,
+        image: &RgbImage,
+        top_k: usize,
+        max_faces: usize,
+        cancel: &Cancel,
+    ) -> Result<Identification> {
         let metric = self.metric();
-        let faces = self.recognizer.faces_with_embeddings(image)?;
-        let results = faces
+        let found = self.recognizer.faces_capped(image, max_faces, cancel)?;
+        let faces_found = found.found;
+        let faces_truncated = found.faces.len() < found.found;
+        let results = found
+            .faces
             .into_iter()
             .map(|(face, embedding)| {
                 let top: Vec<Match> = self
@@ -194,12 +234,15 @@ impl Live {
                 }
             })
             .collect();
+        cancel.check()?;
         Ok(Identification {
             deployment: self.info.version,
             width: image.width(),
             height: image.height(),
             threshold: metric.threshold,
             faces: results,
+            faces_found,
+            faces_truncated,
         })
     }
 
@@ -210,17 +253,35 @@ impl Live {
         limits: &DecodeLimits,
         what: &str,
     ) -> Result<Vec<f32>> {
+        self.embed_largest_within(bytes, limits, what, &Cancel::never())
+    }
+
+    /// [`Live::embed_largest`], stopping between stages once `cancel` fires.
+    pub fn embed_largest_within(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        what: &str,
+        cancel: &Cancel,
+    ) -> Result<Vec<f32>> {
         let image = decode(bytes, limits)?;
-        match self.recognizer.largest_face(&image)? {
+        cancel.check()?;
+        match self.recognizer.largest_face_within(&image, cancel)? {
             Some((_, e)) => Ok(e),
             None => Err(Error::NoFace(format!("no face found in {what}"))),
         }
     }
 
     /// Compare the largest face of two photos.
-    pub fn verify_images(&self, a: &[u8], b: &[u8], limits: &DecodeLimits) -> Result<Verification> {
-        let ea = self.embed_largest(a, limits, "the first image")?;
-        let eb = self.embed_largest(b, limits, "the second image")?;
+    pub fn verify_images(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        limits: &DecodeLimits,
+        cancel: &Cancel,
+    ) -> Result<Verification> {
+        let ea = self.embed_largest_within(a, limits, "the first image", cancel)?;
+        let eb = self.embed_largest_within(b, limits, "the second image", cancel)?;
         let metric = self.metric();
         let distance = metric.distance(&ea, &eb);
         Ok(self.verification(distance, "image".into()))
@@ -232,12 +293,13 @@ impl Live {
         a: &[u8],
         person: &str,
         limits: &DecodeLimits,
+        cancel: &Cancel,
     ) -> Result<Verification> {
         let index = self
             .gallery
             .person_index(person)
             .ok_or_else(|| Error::NotFound(format!("nobody called {person:?} is enrolled")))?;
-        let ea = self.embed_largest(a, limits, "the image")?;
+        let ea = self.embed_largest_within(a, limits, "the image", cancel)?;
         let distance = self
             .gallery
             .search(&ea, self.gallery.people().len())
@@ -258,38 +320,6 @@ impl Live {
             threshold: metric.threshold,
             compared_with,
         }
-    }
-
-    /// A new bundle with `embeddings` added to `person` (not yet published).
-    pub fn bundle_with(
-        &self,
-        person: &str,
-        embeddings: &[Vec<f32>],
-        source: &str,
-    ) -> Result<Bundle> {
-        let mut gallery = self.gallery.clone();
-        gallery.add(person, embeddings, source)?;
-        Ok(self.derived(gallery, format!("enroll {person}")))
-    }
-
-    /// A new bundle without `person`; `NotFound` when they are not enrolled.
-    pub fn bundle_without(&self, person: &str) -> Result<Bundle> {
-        let gallery = self
-            .gallery
-            .without(person)
-            .ok_or_else(|| Error::NotFound(format!("nobody called {person:?} is enrolled")))?;
-        Ok(self.derived(gallery, format!("delete {person}")))
-    }
-
-    fn derived(&self, gallery: Gallery, reason: String) -> Bundle {
-        let mut info = self.info.clone();
-        info.parent = Some(self.info.version);
-        info.created = now_rfc3339();
-        info.people = gallery.people().len();
-        info.embeddings = gallery.len();
-        info.gallery_source = format!("v{:04}", self.info.version);
-        info.reason = reason;
-        Bundle { info, gallery }
     }
 }
 

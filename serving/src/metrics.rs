@@ -200,6 +200,47 @@ impl Metrics {
     }
 }
 
+/// Admission gauges and the shed counter (read from the admission state at scrape time).
+pub fn write_admission(out: &mut String, stats: &crate::admission::AdmissionStats) {
+    out.push_str("# HELP facepipe_inference_slots Requests that may run inference at once.\n");
+    out.push_str("# TYPE facepipe_inference_slots gauge\n");
+    let _ = writeln!(out, "facepipe_inference_slots {}", stats.slots);
+    out.push_str("# HELP facepipe_inference_in_flight Requests holding an inference slot.\n");
+    out.push_str("# TYPE facepipe_inference_in_flight gauge\n");
+    let _ = writeln!(out, "facepipe_inference_in_flight {}", stats.in_flight);
+    out.push_str("# HELP facepipe_inference_waiting Requests waiting for a slot.\n");
+    out.push_str("# TYPE facepipe_inference_waiting gauge\n");
+    let _ = writeln!(out, "facepipe_inference_waiting {}", stats.waiting);
+    out.push_str(
+        "# HELP facepipe_requests_shed_total Requests answered 503 because no slot was free.\n",
+    );
+    out.push_str("# TYPE facepipe_requests_shed_total counter\n");
+    let _ = writeln!(out, "facepipe_requests_shed_total {}", stats.shed_total);
+}
+
+/// Upload budget gauges and its shed counter (read at scrape time).
+pub fn write_uploads(out: &mut String, stats: &crate::admission::UploadStats) {
+    out.push_str(
+        "# HELP facepipe_upload_budget_bytes Bytes of request bodies that may be held at once.\n",
+    );
+    out.push_str("# TYPE facepipe_upload_budget_bytes gauge\n");
+    let _ = writeln!(out, "facepipe_upload_budget_bytes {}", stats.capacity_bytes);
+    out.push_str(
+        "# HELP facepipe_upload_reserved_bytes Bytes reserved by bodies being received or held.\n",
+    );
+    out.push_str("# TYPE facepipe_upload_reserved_bytes gauge\n");
+    let _ = writeln!(
+        out,
+        "facepipe_upload_reserved_bytes {}",
+        stats.reserved_bytes
+    );
+    out.push_str(
+        "# HELP facepipe_uploads_shed_total Requests answered 503 because the upload budget was spent.\n",
+    );
+    out.push_str("# TYPE facepipe_uploads_shed_total counter\n");
+    let _ = writeln!(out, "facepipe_uploads_shed_total {}", stats.shed_total);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,24 +3,38 @@
 //! deployment version that names the same model.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
-use facepipe_pipeline::{EngineOptions, Face, FaceEngine, ModelDir};
+use facepipe_pipeline::{EngineOptions, Face, FaceEngine, FoundBy, ModelDir};
 use facepipe_training::{Embedder, Metric};
 use image::RgbImage;
 
 use crate::deployment::ModelRef;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::request::Cancel;
+
+/// The faces of one photo that were embedded, and how many the detector found.
+#[derive(Debug)]
+pub struct FoundFaces {
+    /// The embedded faces (at most the cap, the largest ones), best detection first.
+    pub faces: Vec<(Face, Vec<f32>)>,
+    /// Faces the detector found, embedded or not.
+    pub found: usize,
+}
 
 pub struct Recognizer {
     model: ModelRef,
     engine: FaceEngine,
     /// tch modules are not `Sync`; the lock also keeps two requests from fighting over the
-    /// same intra-op thread pool.
+    /// same intra-op thread pool. A panic while it is held leaves the (stateless) forward
+    /// pass usable, so a poisoned lock is taken over rather than failing every request.
     embedder: Mutex<Embedder>,
     metric: Metric,
     dim: usize,
+    /// Panics still to raise inside the embedder (the service's fault tests).
+    #[cfg(feature = "test-support")]
+    injected_panics: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Recognizer {
@@ -71,6 +85,8 @@ impl Recognizer {
             embedder: Mutex::new(embedder),
             metric,
             dim,
+            #[cfg(feature = "test-support")]
+            injected_panics: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -93,37 +109,153 @@ impl Recognizer {
 
     /// Every face in a photo with its embedding, best detection first.
     pub fn faces_with_embeddings(&self, image: &RgbImage) -> Result<Vec<(Face, Vec<f32>)>> {
-        let faces = self.engine.faces(image);
+        Ok(self
+            .faces_capped(image, usize::MAX, &Cancel::never())?
+            .faces)
+    }
+
+    /// The largest `max_faces` faces of a photo with their embeddings (best detection
+    /// first), checking `cancel` between stages: detect, landmarks, align, embed. A photo
+    /// of a crowd (or noise the tiny detector reads as hundreds of faces) costs at most
+    /// `max_faces` landmark runs and embeddings.
+    pub fn faces_capped(
+        &self,
+        image: &RgbImage,
+        max_faces: usize,
+        cancel: &Cancel,
+    ) -> Result<FoundFaces> {
+        let (faces, found) = if self.engine.options().tight_crop_fallback || image.width() == 0 {
+            // The engine's retry paths only run when nothing was found: few faces.
+            let mut faces = self.engine.faces(image);
+            let found = faces.len();
+            keep_largest(&mut faces, max_faces, |f| f.bbox.area());
+            (faces, found)
+        } else {
+            let mut detections = self.engine.detector().detect(image);
+            let detected = detections.len();
+            keep_largest(&mut detections, max_faces, |d| d.bbox.area());
+            cancel.check()?;
+            let kept = detections.len();
+            let mut faces = Vec::with_capacity(kept);
+            for d in detections {
+                if let Some(lm) = self.engine.landmark_net().landmarks(image, d.bbox) {
+                    faces.push(Face {
+                        bbox: d.bbox,
+                        score: d.score,
+                        landmarks: lm.0,
+                        found_by: FoundBy::Detector,
+                    });
+                }
+                cancel.check()?;
+            }
+            // A detection whose landmarks fail is no face (as in the engine).
+            let failed = kept - faces.len();
+            (faces, detected - failed)
+        };
+        cancel.check()?;
         if faces.is_empty() {
-            return Ok(Vec::new());
+            return Ok(FoundFaces {
+                faces: Vec::new(),
+                found,
+            });
         }
         let crops: Vec<RgbImage> = faces.iter().map(|f| self.engine.align(image, f)).collect();
+        cancel.check()?;
         let embeddings = self.embed(&crops)?;
-        Ok(faces.into_iter().zip(embeddings).collect())
+        cancel.check()?;
+        Ok(FoundFaces {
+            faces: faces.into_iter().zip(embeddings).collect(),
+            found,
+        })
     }
 
     /// The largest face of a photo (enrolment photos show one person) with its embedding.
     pub fn largest_face(&self, image: &RgbImage) -> Result<Option<(Face, Vec<f32>)>> {
-        let faces = self.engine.faces(image);
-        let Some(face) = faces
-            .into_iter()
-            .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
-        else {
-            return Ok(None);
-        };
-        let crop = self.engine.align(image, &face);
-        let mut e = self.embed(std::slice::from_ref(&crop))?;
-        Ok(e.pop().map(|e| (face, e)))
+        self.largest_face_within(image, &Cancel::never())
+    }
+
+    /// [`Recognizer::largest_face`], stopping between stages once `cancel` fires.
+    pub fn largest_face_within(
+        &self,
+        image: &RgbImage,
+        cancel: &Cancel,
+    ) -> Result<Option<(Face, Vec<f32>)>> {
+        Ok(self.faces_capped(image, 1, cancel)?.faces.pop())
+    }
+
+    /// Run the embedder once on a plain grey crop: `Ok` when it answers with finite
+    /// numbers (readiness checks after failures).
+    pub fn self_check(&self) -> Result<()> {
+        let crop = RgbImage::from_pixel(150, 150, image::Rgb([128, 128, 128]));
+        let e = self.embed(std::slice::from_ref(&crop))?;
+        if e.len() == 1 && e[0].len() == self.dim && e[0].iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(Error::Model(
+                "the embedder's self-check gave no finite embedding".into(),
+            ))
+        }
     }
 
     /// Embeddings of aligned crops.
     pub fn embed(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
-        let embedder = self
-            .embedder
-            .lock()
-            .map_err(|_| Error::Internal("the embedder lock was poisoned by a panic".into()))?;
+        let embedder = self.embedder.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(feature = "test-support")]
+        self.maybe_panic();
         embedder
             .embed(crops)
             .map_err(|e| Error::Model(format!("{e:#}")))
+    }
+
+    /// Make the next `n` calls to the embedder panic while holding its lock (tests of the
+    /// service's fault handling).
+    #[cfg(feature = "test-support")]
+    pub fn inject_panics(&self, n: usize) {
+        self.injected_panics
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "test-support")]
+    fn maybe_panic(&self) {
+        use std::sync::atomic::Ordering;
+        let take = self
+            .injected_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if take.is_ok() {
+            panic!("injected embedder panic (test-support)");
+        }
+    }
+}
+
+/// Keep the `n` items with the largest `area`, in their original order (best score first).
+fn keep_largest<T>(items: &mut Vec<T>, n: usize, area: impl Fn(&T) -> f32) {
+    if items.len() <= n {
+        return;
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| area(&items[b]).total_cmp(&area(&items[a])));
+    let mut keep = vec![false; items.len()];
+    for &i in &order[..n] {
+        keep[i] = true;
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_largest;
+
+    #[test]
+    fn keeps_the_largest_in_their_order() {
+        let mut v = vec![3.0f32, 9.0, 1.0, 7.0, 5.0];
+        keep_largest(&mut v, 3, |x| *x);
+        assert_eq!(v, [9.0, 7.0, 5.0]);
+        let mut w = vec![1.0f32, 2.0];
+        keep_largest(&mut w, 5, |x| *x);
+        assert_eq!(w, [1.0, 2.0]);
     }
 }

@@ -3,29 +3,41 @@
 //!
 //! ```text
 //! REGISTRY/
-//!   CURRENT                      "v0003\n", replaced atomically
+//!   CURRENT                      "v0003\n", replaced only by compare-and-swap
 //!   deployments/v0003/CLAIM      who took the number (created only if absent)
 //!   deployments/v0003/…          gallery.safetensors, labels.json, then deployment.json
 //!   models/<sha256>/             trained artifacts, stored once however many versions use them
+//!   leases/<server>.json         the version each running server serves (for `registry gc`)
 //! ```
 //!
-//! # Publishing without losing a version
-//! 1. Take the next number by creating `deployments/vNNNN/CLAIM` *only if absent* (a
-//!    hard link on a local disk, a conditional `PUT` with `If-None-Match: *` on S3). Exactly
-//!    one publisher gets each number; the others retry with the next.
-//! 2. Write the bundle's files, `deployment.json` last: a version counts as published once
-//!    it has one, so a reader never sees half a deployment. A crashed publisher leaves a
-//!    claimed number without it, which is skipped.
-//! 3. Point `CURRENT` at the newest published version, and look again: when a version newer
-//!    than the one just written appeared meanwhile, write again. The last writer has seen
-//!    every version published before its write, so two racing publishers cannot leave
-//!    `CURRENT` on the older one.
+//! # Publishing never loses an accepted change
+//! Every publish — `facepipe deploy`, an enroll or a delete on any server, a roll-back — runs
+//! the same loop ([`Registry::publish_edit`]):
+//! 1. Read `CURRENT` with its storage version (a content hash locally, the ETag on S3).
+//! 2. Derive the new bundle from the version `CURRENT` names (an enroll adds faces to *that*
+//!    gallery, not to whatever a server holds in memory).
+//! 3. Take a fresh number above every number seen by creating `deployments/vNNNN/CLAIM`
+//!    *only if absent* (a hard link on a local disk, `If-None-Match: *` on S3), and write
+//!    the bundle's files, `deployment.json` last.
+//! 4. Replace `CURRENT` *only if it is still at the version read in step 1* (a locked
+//!    compare locally, `If-Match: <ETag>` on S3). When another publisher moved it first,
+//!    withdraw the bundle (remove its `deployment.json`; the number stays claimed and is
+//!    skipped) and start again from step 1 after a short random backoff, a bounded number of
+//!    times. The caller learns the outcome only when it is known.
+//!
+//! Numbers only grow, so `CURRENT` only moves forward and never repeats a value: a storage
+//! version read in step 1 cannot match again later (no ABA). A roll-back publishes the old
+//! version's content under a new number.
 //!
 //! On a local folder the whole publish also runs under an exclusive advisory lock
-//! (`REGISTRY/.publish.lock`, `flock`), so publishers on one machine take turns and
-//! numbers stay consecutive. The kernel drops the lock when its holder dies, so a crash
-//! leaves no stale lock to clean up, unlike a lock *file*. S3 has no locks; steps 1–3 alone
-//! keep it correct there.
+//! (`REGISTRY/.publish.lock`, `flock`), so publishers on one machine take turns and rarely
+//! conflict. The kernel drops the lock when its holder dies, so a crash leaves no stale lock.
+//! S3 has no locks; the compare-and-swap alone keeps it correct there, as it does locally.
+//!
+//! # Retention
+//! [`Registry::gc`] removes versions older than `CURRENT` beyond the newest N, never
+//! `CURRENT`, never a version a server holds a fresh lease on, never anything newer than
+//! `CURRENT` (a publish may be writing it).
 //!
 //! The registry's API is blocking (callers run it off the async workers); the storage is
 //! async, so the registry drives it on a small runtime of its own.
@@ -34,8 +46,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
-use facepipe_pipeline::storage::{self, join_key, Location, Storage, StorageOptions};
+use facepipe_pipeline::storage::{self, join_key, Location, Storage, StorageOptions, Version};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::deployment::{
@@ -46,12 +61,25 @@ use crate::error::{Error, Result};
 const CURRENT: &str = "CURRENT";
 const DEPLOYMENTS: &str = "deployments";
 const MODELS: &str = "models";
+const LEASES: &str = "leases";
 const CLAIM: &str = "CLAIM";
 const LOCK_FILE: &str = ".publish.lock";
 const WEIGHTS: &str = "model.safetensors";
 /// Version numbers tried before a publish gives up (only reachable under a flood of
 /// concurrent publishers).
 const MAX_CLAIM_ATTEMPTS: usize = 1000;
+/// Rounds of the publish loop before giving up when other publishers keep moving `CURRENT`.
+const MAX_PUBLISH_ATTEMPTS: usize = 24;
+/// Backoff between lost rounds: doubling from the first, capped, with random jitter so
+/// racing publishers spread out.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(800);
+/// How often a serving process refreshes its lease (its watcher does, every this often and
+/// whenever it swaps).
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
+/// How old a lease may be and still protect its version from `gc` (many renewals, so a
+/// briefly unreachable registry does not cost a serving version).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct Registry {
@@ -134,23 +162,42 @@ impl Registry {
 
     /// The version `CURRENT` points at, if any.
     pub fn current_version(&self) -> Result<Option<u32>> {
-        match self.get(CURRENT)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                parse_version(text.trim()).map(Some).ok_or_else(|| {
-                    Error::registry(
-                        self.location.display_key(CURRENT),
-                        format!("not a version: {:?}", text.trim()),
-                    )
-                })
-            }
-        }
+        Ok(self.read_current()?.map(|(v, _)| v))
+    }
+
+    /// `CURRENT` with the storage version to compare-and-swap it from.
+    fn read_current(&self) -> Result<Option<(u32, Version)>> {
+        let (store, k) = (self.store.clone(), CURRENT.to_string());
+        let (bytes, token) = match self.io.run(async move { store.get_versioned(&k).await })? {
+            Ok(got) => got,
+            Err(facepipe_pipeline::Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(Error::registry(self.location.display_key(CURRENT), e)),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let version = parse_version(text.trim()).ok_or_else(|| {
+            Error::registry(
+                self.location.display_key(CURRENT),
+                format!(
+                    "not a version: {:?} (it should read like \"v0003\"; fix it by hand)",
+                    text.trim()
+                ),
+            )
+        })?;
+        Ok(Some((version, token)))
     }
 
     /// Load one published version (downloading its model artifact into the local cache
     /// first when the registry is on S3).
     pub fn load(&self, version: u32) -> Result<Bundle> {
+        let bundle = self.load_bundle(version)?;
+        if let ModelRef::Artifact { sha256, .. } = &bundle.info.model {
+            self.fetch_model(sha256)?;
+        }
+        Ok(bundle)
+    }
+
+    /// One published version's description and gallery, without its model artifact.
+    fn load_bundle(&self, version: u32) -> Result<Bundle> {
         let prefix = version_prefix(version);
         let file = |name: &str| join_key(&prefix, name);
         let Some(deployment) = self.get(&file(DEPLOYMENT_JSON))? else {
@@ -167,16 +214,12 @@ impl Registry {
                 )
             })
         };
-        let bundle = Bundle::decode(
+        Bundle::decode(
             &self.version_location(version),
             &deployment,
             &required(LABELS_JSON)?,
             &required(GALLERY_FILE)?,
-        )?;
-        if let ModelRef::Artifact { sha256, .. } = &bundle.info.model {
-            self.fetch_model(sha256)?;
-        }
-        Ok(bundle)
+        )
     }
 
     /// Load the current version; an error that says what to do when there is none.
@@ -190,30 +233,95 @@ impl Registry {
         }
     }
 
-    /// Publish `bundle` as the next version and make the newest version current. The
-    /// bundle's `version` field is overwritten with the number it gets.
-    pub fn publish(&self, mut bundle: Bundle) -> Result<DeploymentInfo> {
-        let _lock = self.lock()?;
-        let version = self.claim_next()?;
-        bundle.info.version = version;
-        let prefix = version_prefix(version);
-        // `encode` puts deployment.json last: it marks the version complete.
-        for (name, bytes) in bundle.encode()? {
-            self.put(&join_key(&prefix, name), bytes)?;
-        }
-        self.advance_current()?;
-        Ok(bundle.info)
+    /// Publish `bundle` (a whole new gallery, `facepipe deploy`) as the next version on top
+    /// of whatever is current. The bundle's `version` and `parent` are set here.
+    pub fn publish(&self, bundle: Bundle) -> Result<DeploymentInfo> {
+        let published = self.publish_with(false, &mut |_| Ok(bundle.clone()))?;
+        Ok(published.info)
     }
 
-    /// Take the lowest free number above every version seen, creating its claim only if
-    /// nobody has; on a clash try the next number.
-    fn claim_next(&self) -> Result<u32> {
+    /// Publish an edit of the current deployment: `edit` gets the bundle `CURRENT` names
+    /// (`None` in an empty registry) and returns the new one. It runs again on the newer
+    /// bundle whenever another publisher moved `CURRENT` first, so the result always
+    /// contains every change published before it. An error from `edit` ends the publish
+    /// with nothing written. Returns the bundle as published.
+    pub fn publish_edit(
+        &self,
+        mut edit: impl FnMut(Option<&Bundle>) -> Result<Bundle>,
+    ) -> Result<Bundle> {
+        self.publish_with(true, &mut edit)
+    }
+
+    /// Publish the content of an older version again as the newest one (`CURRENT` only
+    /// moves forward, so going back is a new version too).
+    pub fn roll_back_to(&self, version: u32) -> Result<DeploymentInfo> {
+        let old = self.load(version)?;
+        let published = self.publish_with(false, &mut |_| {
+            let mut b = old.clone();
+            b.info.created = crate::deployment::now_rfc3339();
+            b.info.gallery_source = format!("v{version:04}");
+            b.info.reason = format!("roll back to v{version:04}");
+            Ok(b)
+        })?;
+        Ok(published.info)
+    }
+
+    /// The publish loop of the module documentation.
+    fn publish_with(
+        &self,
+        load_base: bool,
+        edit: &mut dyn FnMut(Option<&Bundle>) -> Result<Bundle>,
+    ) -> Result<Bundle> {
+        let _lock = self.lock()?;
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=MAX_PUBLISH_ATTEMPTS {
+            let current = self.read_current()?;
+            let base_version = current.as_ref().map(|(v, _)| *v);
+            let base = match base_version {
+                Some(v) if load_base => Some(self.load_bundle(v)?),
+                _ => None,
+            };
+            let mut bundle = edit(base.as_ref())?;
+            let version = self.claim_next(base_version.unwrap_or(0))?;
+            bundle.info.version = version;
+            bundle.info.parent = base_version;
+            let prefix = version_prefix(version);
+            // `encode` puts deployment.json last: it marks the version complete.
+            for (name, bytes) in bundle.encode()? {
+                self.put(&join_key(&prefix, name), bytes)?;
+            }
+            let expected = current.map(|(_, token)| token);
+            if self.swap_current(expected.as_ref(), version)? {
+                return Ok(bundle);
+            }
+            // Another publisher moved CURRENT since we read it: this bundle lacks its
+            // change. Withdraw it and derive again from the new CURRENT.
+            self.delete(&join_key(&prefix, DEPLOYMENT_JSON))?;
+            tracing::info!(
+                attempt,
+                "v{version:04} lost the race for CURRENT to another publisher; deriving again"
+            );
+            std::thread::sleep(jittered(backoff));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        Err(Error::registry(
+            self.location.display_key(CURRENT),
+            format!(
+                "other publishers moved CURRENT {MAX_PUBLISH_ATTEMPTS} times in a row during this publish; \
+                 nothing was published: try again"
+            ),
+        ))
+    }
+
+    /// Take the lowest free number above `floor` and every version seen, creating its claim
+    /// only if nobody has; on a clash try the next number.
+    fn claim_next(&self, floor: u32) -> Result<u32> {
         let owner = serde_json::json!({
             "claimed": crate::deployment::now_rfc3339(),
             "pid": std::process::id(),
             "id": uuid::Uuid::new_v4().to_string(),
         });
-        let mut version = self.scan()?.taken.last().copied().unwrap_or(0) + 1;
+        let mut version = self.scan()?.taken.last().copied().unwrap_or(0).max(floor) + 1;
         for _ in 0..MAX_CLAIM_ATTEMPTS {
             let key = join_key(&version_prefix(version), CLAIM);
             if self.put_if_absent(&key, owner.to_string().into_bytes())? {
@@ -229,37 +337,130 @@ impl Registry {
         ))
     }
 
-    /// Point `CURRENT` at the newest published version until a fresh look finds none newer.
-    fn advance_current(&self) -> Result<()> {
-        let mut newest = self.newest_published()?;
-        loop {
-            let Some(v) = newest else { return Ok(()) };
-            self.write_current(v)?;
-            let again = self.newest_published()?;
-            if again <= newest {
-                return Ok(());
+    /// Point `CURRENT` at `version` only while it is still at `expected` (`None`: absent).
+    fn swap_current(&self, expected: Option<&Version>, version: u32) -> Result<bool> {
+        let (store, expected) = (self.store.clone(), expected.cloned());
+        let data = Bytes::from(format!("v{version:04}\n"));
+        self.io
+            .run(async move { store.put_if_version(CURRENT, data, expected.as_ref()).await })?
+            .map_err(|e| Error::registry(self.location.display_key(CURRENT), e))
+    }
+
+    // --- leases: which version each running server serves ---
+
+    /// Record (or refresh) that server `server` serves `version`, so `gc` keeps it.
+    pub fn renew_lease(&self, server: &str, version: u32) -> Result<()> {
+        let lease = Lease {
+            server: server.to_string(),
+            version,
+            renewed_unix: unix_now(),
+            pid: std::process::id(),
+        };
+        let bytes = serde_json::to_vec_pretty(&lease)
+            .map_err(|e| Error::Internal(format!("encoding a lease: {e}")))?;
+        self.put(&lease_key(server), bytes)
+    }
+
+    /// Remove a server's lease (when it stops).
+    pub fn release_lease(&self, server: &str) -> Result<()> {
+        self.delete(&lease_key(server))
+    }
+
+    /// Every lease in the registry (unreadable ones are skipped with a warning).
+    pub fn leases(&self) -> Result<Vec<Lease>> {
+        let mut out = Vec::new();
+        for o in self.list(&format!("{LEASES}/"))? {
+            let Some(bytes) = self.get(&o.key)? else {
+                continue;
+            };
+            match serde_json::from_slice::<Lease>(&bytes) {
+                Ok(lease) => out.push(lease),
+                Err(e) => tracing::warn!("skipping the unreadable lease {}: {e}", o.key),
             }
-            newest = again;
         }
+        Ok(out)
     }
 
-    fn newest_published(&self) -> Result<Option<u32>> {
-        Ok(self.scan()?.published.last().copied())
-    }
+    // --- retention ---
 
-    /// Point `CURRENT` at `version` (atomic replace), e.g. to roll back.
-    pub fn set_current(&self, version: u32) -> Result<()> {
-        if !self.versions()?.contains(&version) {
-            return Err(Error::NotFound(format!(
-                "deployment v{version:04} does not exist in {}",
-                self.location
-            )));
+    /// Remove old versions: keep `CURRENT`, the newest `keep` published versions up to it,
+    /// every version leased by a server within `lease_ttl`, and everything newer than
+    /// `CURRENT`. With `dry_run` only report what would go. Expired leases are removed too.
+    pub fn gc(&self, keep: usize, lease_ttl: Duration, dry_run: bool) -> Result<GcReport> {
+        if keep == 0 {
+            return Err(Error::BadRequest(
+                "--keep must be at least 1 (CURRENT is always kept)".into(),
+            ));
         }
-        self.write_current(version)
-    }
-
-    fn write_current(&self, version: u32) -> Result<()> {
-        self.put(CURRENT, format!("v{version:04}\n").into_bytes())
+        let mut report = GcReport {
+            dry_run,
+            ..GcReport::default()
+        };
+        let Some(current) = self.current_version()? else {
+            // Without CURRENT nothing tells finished versions from ones being written.
+            return Ok(report);
+        };
+        report.current = Some(current);
+        let now = unix_now();
+        let mut expired_leases = Vec::new();
+        for lease in self.leases()? {
+            if now.saturating_sub(lease.renewed_unix) <= lease_ttl.as_secs() {
+                report.leased.push(lease.version);
+            } else {
+                expired_leases.push(lease.server);
+            }
+        }
+        report.leased.sort_unstable();
+        report.leased.dedup();
+        let scan = self.scan()?;
+        report.kept = scan
+            .published
+            .iter()
+            .rev()
+            .filter(|&&v| v <= current)
+            .take(keep)
+            .copied()
+            .collect();
+        report.kept.sort_unstable();
+        let objects = self.list(&format!("{DEPLOYMENTS}/"))?;
+        for &v in &scan.taken {
+            if v >= current || report.kept.contains(&v) || report.leased.contains(&v) {
+                continue;
+            }
+            report.removed.push(v);
+            if dry_run {
+                continue;
+            }
+            let prefix = format!("{}/", version_prefix(v));
+            let mut keys: Vec<&str> = objects
+                .iter()
+                .map(|o| o.key.as_str())
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
+            // deployment.json first (the version stops counting as published), CLAIM last.
+            keys.sort_by_key(|k| match k.rsplit('/').next() {
+                Some(DEPLOYMENT_JSON) => 0,
+                Some(CLAIM) => 2,
+                _ => 1,
+            });
+            for key in keys {
+                self.delete(key)?;
+            }
+            if let Location::Local(root) = &self.location {
+                // The emptied folder, and temporary files of writers that crashed in it.
+                let dir = root.join(version_prefix(v));
+                std::fs::remove_dir_all(&dir).or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(Error::registry(dir.display(), e)),
+                })?;
+            }
+        }
+        if !dry_run {
+            for server in expired_leases {
+                self.delete(&lease_key(&server))?;
+            }
+        }
+        Ok(report)
     }
 
     /// Copy a trained model artifact folder into `models/<sha256>/` (once) and reference it.
@@ -431,12 +632,43 @@ impl Registry {
             .map_err(|e| Error::registry(self.location.display_key(key), e))
     }
 
+    fn delete(&self, key: &str) -> Result<()> {
+        let (store, k) = (self.store.clone(), key.to_string());
+        self.io
+            .run(async move { store.delete(&k).await })?
+            .map_err(|e| Error::registry(self.location.display_key(key), e))
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<storage::ObjectInfo>> {
         let (store, p) = (self.store.clone(), prefix.to_string());
         self.io
             .run(async move { store.list(&p).await })?
             .map_err(|e| Error::registry(self.location.display_key(prefix), e))
     }
+}
+
+/// `leases/<server>.json`: what one running server serves, refreshed by its watcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub server: String,
+    pub version: u32,
+    /// Seconds since the Unix epoch at the last refresh (machines' clocks must roughly
+    /// agree: keep the gc's lease TTL well above any skew).
+    pub renewed_unix: u64,
+    pub pid: u32,
+}
+
+/// What [`Registry::gc`] kept and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub current: Option<u32>,
+    /// The newest published versions kept (CURRENT among them).
+    pub kept: Vec<u32>,
+    /// Versions kept because a server leases them.
+    pub leased: Vec<u32>,
+    /// Version numbers removed (or, in a dry run, that would be).
+    pub removed: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -486,6 +718,33 @@ impl Drop for Io {
             rt.shutdown_background();
         }
     }
+}
+
+fn lease_key(server: &str) -> String {
+    // Server ids are ours (uuids), but keep the key a single safe path segment anyway.
+    let safe: String = server
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{LEASES}/{safe}.json")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `base` scaled by a random factor in [0.5, 1.5).
+fn jittered(base: Duration) -> Duration {
+    let r = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + r)
 }
 
 fn version_prefix(version: u32) -> String {

@@ -455,3 +455,175 @@ async fn metrics_page_and_openapi() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["people"], 2);
 }
+
+/// A service with `slots` inference slots and room for `queue` waiting requests.
+fn admission_config(slots: usize, queue: usize, wait: std::time::Duration) -> ServiceConfig {
+    ServiceConfig {
+        admission: facepipe_serving::AdmissionConfig {
+            max_inflight: slots,
+            max_queue: queue,
+            queue_timeout: wait,
+            memory_budget: u64::MAX,
+        },
+        ..ServiceConfig::default()
+    }
+}
+
+async fn send_full(
+    state: &std::sync::Arc<facepipe_serving::AppState>,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let resp = facepipe_serving::app(state.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (parts.status, parts.headers, value)
+}
+
+#[tokio::test]
+async fn past_the_slots_and_the_queue_requests_get_503_with_retry_after() {
+    let (state, _dir) = state_with(admission_config(1, 0, std::time::Duration::from_secs(5)));
+    // Someone holds the only slot; there is no queue.
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let held = state.admission().admit(far).await.unwrap();
+    let mut req = post_image("/v1/identify", &fixture("Barack_Obama_0005.jpg"));
+    req.headers_mut()
+        .insert("x-request-id", "load-test-42".parse().unwrap());
+    let (status, headers, body) = send_full(&state, req).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{retry}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(body["retry_after_s"], retry);
+    assert_eq!(body["request_id"], "load-test-42");
+    assert_eq!(headers["x-request-id"], "load-test-42");
+    // Listing people needs no inference slot.
+    let (status, _) = send(
+        &state,
+        Request::get("/v1/people").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Once the slot is free, the same request is answered.
+    drop(held);
+    let (status, answer) = send(
+        &state,
+        post_image("/v1/identify", &fixture("Barack_Obama_0005.jpg")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, text) = send(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("facepipe_requests_shed_total 1"), "{text}");
+    assert!(text.contains("facepipe_inference_slots 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_request_waiting_longer_than_the_queue_timeout_gets_503() {
+    let (state, _dir) = state_with(admission_config(1, 4, std::time::Duration::from_millis(50)));
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let _held = state.admission().admit(far).await.unwrap();
+    let (status, headers, body) = send_full(
+        &state,
+        post_image("/v1/identify", &fixture("Barack_Obama_0005.jpg")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // The id was made up by the service, and shown both ways.
+    let id = body["request_id"].as_str().unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(headers["x-request-id"], id);
+    assert_eq!(state.admission().stats().waiting, 0);
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_stops_and_frees_its_slot() {
+    let config = ServiceConfig {
+        request_timeout: std::time::Duration::from_millis(1),
+        ..admission_config(1, 0, std::time::Duration::from_secs(5))
+    };
+    let (state, _dir) = state_with(config);
+    let (status, _, body) = send_full(
+        &state,
+        post_image("/v1/identify", &fixture("obama_and_biden.jpg")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    // The job saw the deadline at its next check and gave the slot back (bounded wait).
+    for _ in 0..600 {
+        if state.admission().stats().in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state.admission().stats().in_flight, 0);
+    // Inference itself refuses to go on once the token fired.
+    let cancel = facepipe_serving::request::Cancel::with_budget(std::time::Duration::ZERO);
+    let live = state.live();
+    let limits = state.config().limits.clone();
+    let out = live.identify_bytes_within(&fixture("obama_and_biden.jpg"), &limits, 3, 10, &cancel);
+    assert!(
+        matches!(out, Err(facepipe_serving::Error::Timeout(_))),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_largest_faces_are_identified_and_the_answer_says_so() {
+    let config = ServiceConfig {
+        max_faces: 1,
+        ..ServiceConfig::default()
+    };
+    let (state, _dir) = state_with(config);
+    let (status, capped) = send(
+        &state,
+        post_image("/v1/identify", &fixture("obama_and_biden.jpg")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{capped}");
+    assert_eq!(capped["faces"].as_array().unwrap().len(), 1, "{capped}");
+    assert_eq!(capped["faces_found"], 2, "{capped}");
+    assert_eq!(capped["faces_truncated"], true, "{capped}");
+    let (state, _dir2) = state_with(ServiceConfig::default());
+    let (_, all) = send(
+        &state,
+        post_image("/v1/identify", &fixture("obama_and_biden.jpg")),
+    )
+    .await;
+    assert_eq!(all["faces_found"], 2, "{all}");
+    assert_eq!(all["faces_truncated"], false, "{all}");
+    // The face kept is the larger of the two.
+    let area =
+        |f: &serde_json::Value| f["box"][2].as_f64().unwrap() * f["box"][3].as_f64().unwrap();
+    let largest = all["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(area)
+        .fold(0.0, f64::max);
+    assert_eq!(area(&capped["faces"][0]), largest);
+}
+
+#[tokio::test]
+async fn readyz_names_the_model_without_paths() {
+    let (state, dir) = state_with(ServiceConfig::default());
+    let (status, ready) = send(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    let text = ready.to_string();
+    let registry = dir.path().to_str().unwrap();
+    assert!(!text.contains(registry), "{text}");
+    let models = facepipe_pipeline::ModelDir::locate(None).unwrap();
+    assert!(!text.contains(models.root().to_str().unwrap()), "{text}");
+    assert!(ready["inference_slots"].as_u64().unwrap() >= 1, "{ready}");
+}

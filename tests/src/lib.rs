@@ -16,17 +16,13 @@ pub fn fixtures() -> PathBuf {
     workspace_root().join("tests").join("fixtures")
 }
 
-/// The shared sample data beside the checkout (`../shared/data/faces`), or `$FACEPIPE_SAMPLE_DATA`.
+/// The sample data committed with the project (`assets/sample`: `people/`, `orl/`,
+/// `scenes/`), or `$FACEPIPE_SAMPLE_DATA`.
 pub fn sample_data() -> PathBuf {
     std::env::var_os("FACEPIPE_SAMPLE_DATA")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace_root()
-                .join("..")
-                .join("shared")
-                .join("data")
-                .join("faces")
-        })
+        .unwrap_or_else(|| workspace_root().join("assets").join("sample"))
 }
 
 /// The `facepipe` binary built next to the test binaries.

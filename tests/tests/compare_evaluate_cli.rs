@@ -91,8 +91,9 @@ fn compare_two_photos_and_a_pairs_file() {
 #[test]
 fn evaluate_pretrained_on_the_sample_people() {
     let people = sample_data().join("people");
-    if !people.is_dir() {
-        eprintln!("skipped: no sample data at {}", people.display());
+    if !facepipe_pipeline::test_support::require(
+        facepipe_pipeline::test_support::Component::SampleData(people.clone()),
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -148,8 +149,9 @@ fn evaluate_pretrained_on_the_sample_people() {
 #[test]
 fn evaluate_with_an_lfw_pairs_file() {
     let people = sample_data().join("people");
-    if !people.is_dir() {
-        eprintln!("skipped: no sample data at {}", people.display());
+    if !facepipe_pipeline::test_support::require(
+        facepipe_pipeline::test_support::Component::SampleData(people.clone()),
+    ) {
         return;
     }
     // A small raw dataset in the LFW layout, and a pairs file in LFW's format that also names

@@ -5,7 +5,8 @@
 //! a missing bucket, an interrupted client).
 //!
 //! Needs `cargo build -p facepipe` and, for the Lambda test, the `weed` and `cargo-lambda`
-//! binaries on PATH (`. scripts/env.sh`). Tests that need a missing tool say so and skip.
+//! binaries on PATH (`. scripts/env.sh`). Tests that need a missing tool say so and skip, or
+//! fail when `CI` is set (`facepipe_pipeline::test_support::require`).
 
 // Test helpers fail loudly: a panic with the unwrapped error is the test's report.
 #![allow(clippy::unwrap_used)]
@@ -22,6 +23,7 @@ use facepipe_pipeline::storage::seaweed::{
     SeaweedFs, ACCESS_KEY_ID as KEY_ID, SECRET_ACCESS_KEY as SECRET,
 };
 use facepipe_pipeline::storage::{self, Location, StorageOptions};
+use facepipe_pipeline::test_support::{require, Component};
 use facepipe_tests::{facepipe_bin, sample_data, workspace_root};
 use serde_json::Value;
 
@@ -32,15 +34,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap()
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// A child process (and its process group) that is killed when dropped.
@@ -347,8 +340,7 @@ fn assert_crops_agree(a: &BTreeMap<String, Sample>, b: &BTreeMap<String, Sample>
 
 #[test]
 fn three_deployments_agree_on_people_and_orl() {
-    if !on_path("weed") {
-        eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
+    if !(require(Component::SeaweedFs) && require(Component::LambdaEmulator)) {
         return;
     }
     let input = tempfile::tempdir().unwrap();
@@ -561,8 +553,7 @@ fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
 
 #[test]
 fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
-    if !on_path("weed") {
-        eprintln!("skipping: `weed` is not on PATH (. scripts/env.sh)");
+    if !require(Component::SeaweedFs) {
         return;
     }
     let weed = SeaweedFs::start(BUCKET).unwrap();

@@ -16,6 +16,11 @@ try {
   console.error("playwright-core is not installed: run scripts/setup.sh --browser");
   process.exit(2);
 }
+const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
+if (!fs.existsSync(chromium)) {
+  console.error(`Chromium is not at ${chromium}: run scripts/setup.sh --browser or set CHROMIUM`);
+  process.exit(2);
+}
 
 async function main() {
   const [url, photo, shots] = process.argv.slice(2);
@@ -23,7 +28,7 @@ async function main() {
   fs.mkdirSync(shots, { recursive: true });
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "facepipe-chromium-"));
   const context = await playwright.chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    executablePath: chromium,
     headless: true,
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -112,7 +112,7 @@ pub fn save(dir: &Path, vs: &nn::VarStore, json: &ModelJson) -> Result<()> {
     }
     let weights = dir.join(WEIGHTS_FILE);
     tch::Tensor::write_safetensors(&named, &weights)?;
-    let text = serde_json::to_string_pretty(json).map_err(|e| Error::json(MODEL_JSON, e))?;
+    let text = crate::json::to_string_pretty(json).map_err(|e| Error::json(MODEL_JSON, e))?;
     let path = dir.join(MODEL_JSON);
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
     Ok(())

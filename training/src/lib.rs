@@ -19,7 +19,7 @@
 //! - [`artifact`]: `model.safetensors` + `model.json`.
 //! - [`eval`]: verification (10-fold accuracy, ROC AUC, TAR@FAR), identification, threshold
 //!   calibration, `metrics.json` and PNG plots.
-//! - [`error`]: the crate's error type.
+//! - [`error`]: the crate's error type; [`json`]: JSON writing that refuses NaN and ±∞.
 //! - [`augment`], [`data`]: training batches from prepared shards (split by identity,
 //!   augmentation, prefetch).
 //! - [`trainer`]: the `facepipe train` loop, its optimisers (state checkpointed), sweep.
@@ -34,6 +34,7 @@ pub mod data;
 pub mod embedder;
 pub mod error;
 pub mod eval;
+pub mod json;
 pub mod losses;
 pub mod mobilefacenet;
 pub mod preprocess;

@@ -200,9 +200,19 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
             Some(e) => Err(e.clone()),
             None => get(&p.a).and_then(|a| get(&p.b).map(|b| (a, b))),
         };
+        // Broken weights give NaN distances: report them as errors, never as a `null`.
+        let result = result.and_then(|(a, b)| {
+            let d = metric.distance(a, b);
+            if d.is_finite() {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "the distance came out as {d}: the model's embeddings are not finite"
+                ))
+            }
+        });
         match result {
-            Ok((a, b)) => {
-                let d = metric.distance(a, b);
+            Ok(d) => {
                 let same = d < metric.threshold;
                 if args.json {
                     let mut v = json!({

@@ -14,7 +14,7 @@ use facepipe_serving::{AppState, Live, ModelRef, Recognizer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cmd::serve::{serve_blocking, ServiceArgs};
-use crate::common::GlobalArgs;
+use crate::common::{parse_threshold, GlobalArgs};
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
@@ -37,8 +37,9 @@ pub struct DeployArgs {
     /// A name for this deployment, recorded in deployment.json.
     #[arg(long)]
     pub name: Option<String>,
-    /// Decision threshold (default: the model's calibrated one; 0.6 for `pretrained`).
-    #[arg(long)]
+    /// Decision threshold, a positive distance (default: the model's calibrated one; 0.6
+    /// for `pretrained`).
+    #[arg(long, value_parser = parse_threshold, value_name = "DISTANCE")]
     pub threshold: Option<f32>,
     /// Only publish the deployment; do not start the service.
     #[arg(long)]
@@ -97,7 +98,6 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
 
     let mut metric = recognizer.metric();
     if let Some(t) = args.threshold {
-        anyhow::ensure!(t > 0.0, "--threshold must be positive");
         metric.threshold = t;
     }
     let bundle = new_bundle(

@@ -195,10 +195,34 @@ fn raw_faces(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Faces> {
     Ok(faces)
 }
 
+/// LFW's pairs.txt is about 100 KB: a file far larger is not a pairs file.
+const MAX_PAIRS_FILE: u64 = 64 << 20;
+
+/// Read and parse a pairs file, with its size bounded before it is read.
+fn load_pairs(file: &Path) -> anyhow::Result<Vec<pairs::NamedPair>> {
+    use std::io::Read;
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut text = String::new();
+    opened
+        .take(MAX_PAIRS_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {} (a pairs file is UTF-8 text)", file.display()))?;
+    anyhow::ensure!(
+        text.len() as u64 <= MAX_PAIRS_FILE,
+        "{} is larger than {} MiB: that is not a pairs file (LFW's is about 100 KB)",
+        file.display(),
+        MAX_PAIRS_FILE >> 20
+    );
+    pairs::parse_lfw_pairs(&text).with_context(|| format!("parsing {}", file.display()))
+}
+
 pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     if !(args.target_far > 0.0 && args.target_far < 1.0) {
         anyhow::bail!("--target-far must be between 0 and 1, e.g. 1e-3");
     }
+    // An explicit pairs file is checked before any face is detected or embedded.
+    let given_pairs = args.pairs.as_deref().map(load_pairs).transpose()?;
     let device = parse_device(&args.device)?;
     let embedder = load_embedder(global, Some(&args.model), device)?;
 
@@ -222,20 +246,19 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
     }
     pb.finish_and_clear();
 
-    let pairs_file = args.pairs.clone().or_else(|| {
-        [Some(args.dataset.clone()), faces.source_root.clone()]
+    let named_pairs = match (args.pairs.clone(), given_pairs) {
+        (Some(file), Some(named)) => Some((file, named)),
+        _ => [Some(args.dataset.clone()), faces.source_root.clone()]
             .into_iter()
             .flatten()
             .map(|d| d.join("pairs.txt"))
             .find(|p| p.is_file())
-    });
-    let explicit = match &pairs_file {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let named = pairs::parse_lfw_pairs(&text)
-                .with_context(|| format!("parsing {}", file.display()))?;
-            let (resolved, missing) = pairs::resolve(&named, &faces.keys);
+            .map(|file| load_pairs(&file).map(|named| (file, named)))
+            .transpose()?,
+    };
+    let explicit = match &named_pairs {
+        Some((file, named)) => {
+            let (resolved, missing) = pairs::resolve(named, &faces.keys);
             if resolved.is_empty() {
                 anyhow::bail!(
                     "none of the {} pairs of {} names a face of this dataset",
@@ -278,7 +301,7 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
         .write(&args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", facepipe_training::json::to_string(&report)?);
     } else {
         println!("{}", report.summary());
         if !faces.skipped.is_empty() {

@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod evaluate;
 pub mod faces;
 pub mod prepare;
+pub mod registry;
 pub mod score;
 pub mod serve;
 pub mod train;

@@ -28,10 +28,12 @@ pub enum ExecutorKind {
 const AFTER_HELP: &str = "\
 INPUT holds one folder per person (LFW layout: INPUT/Ada_Lovelace/photo.jpg). OUTPUT receives
 manifest.json (one outcome per photo: ok, no_face, several_faces, unreadable, too_large,
-duplicate) and tar shards of 150x150 aligned crops. Photos are split into tasks of
+duplicate, failed) and tar shards of 150x150 aligned crops. Photos are split into tasks of
 --task-size that workers run in parallel; the client and the workers share only the OUTPUT
 storage, so rerunning the same command resumes an interrupted job without redoing finished
-tasks.
+tasks. A task whose workers crash or hang on every attempt has its photos run one at a time:
+a photo that kills its worker each time is recorded as failed (with the reason) and the job
+still finishes.
 
 Examples:
   facepipe prepare photos/ prepared/
@@ -86,7 +88,7 @@ pub struct PrepareArgs {
     /// Where Lambda workers fetch the weights (default OUTPUT/models; uploaded by this command).
     #[arg(long)]
     pub models_location: Option<String>,
-    /// Attempts per task before the job gives up on it.
+    /// Attempts per task before its photos are run one at a time.
     #[arg(long, default_value_t = fanout::client::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// Seconds after which a task attempt counts as hung and is retried.
@@ -115,6 +117,7 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
     let storage = StorageOptions {
         s3_endpoint: args.s3_endpoint.clone(),
         region: args.region.clone(),
+        ..StorageOptions::default()
     };
     let models = global.model_dir()?;
     let workers = args.workers.unwrap_or(match args.executor {
@@ -237,6 +240,19 @@ fn print_report(r: &PrepareReport) {
     );
     if let Some(mib) = r.worker_peak_rss_mib {
         println!("  memory      {mib:.0} MiB peak per worker");
+    }
+    if r.tasks_isolated > 0 {
+        println!(
+            "  isolated    {} task{} run one photo at a time after every attempt failed; \
+             {} photo{} failed",
+            r.tasks_isolated,
+            if r.tasks_isolated == 1 { "" } else { "s" },
+            r.failed_images.len(),
+            if r.failed_images.len() == 1 { "" } else { "s" },
+        );
+    }
+    for failed in &r.failed_images {
+        println!("  failed      {failed}");
     }
     for reason in &r.retry_reasons {
         println!("  retried     {reason}");

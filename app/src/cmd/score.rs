@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use facepipe_serving::{ErrorBody, Identification, Live, Registry, ServiceConfig};
 
-use crate::common::{parse_device, GlobalArgs};
+use crate::common::{parse_device, read_secret_file, GlobalArgs};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -19,9 +19,19 @@ pub struct ScoreArgs {
     /// The service to ask.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "FACEPIPE_URL")]
     pub url: String,
-    /// API key for services that require one for identify.
-    #[arg(long, env = "FACEPIPE_API_KEY", hide_env_values = true)]
+    /// API key for services that require one for identify. Prefer --api-key-file or the
+    /// FACEPIPE_API_KEY variable: a key on the command line is visible to other users (ps).
+    #[arg(
+        long,
+        env = "FACEPIPE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
+    /// Read the API key from this file (its text without surrounding whitespace); takes
+    /// precedence over --api-key and FACEPIPE_API_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Print one JSON line per photo (the service's answer, with the file name) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -54,7 +64,14 @@ enum Scorer {
 
 impl Scorer {
     fn score(&self, path: &std::path::Path, top_k: usize) -> anyhow::Result<Identification> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // Refuse an oversized file by its size before reading it, whichever way it is scored.
+        let default_limits = facepipe_pipeline::DecodeLimits::default();
+        let limits = match self {
+            Scorer::Local { config, .. } => &config.limits,
+            Scorer::Remote { .. } => &default_limits,
+        };
+        let bytes = facepipe_pipeline::image_io::read_file(path, limits)
+            .with_context(|| format!("reading {}", path.display()))?;
         match self {
             Scorer::Local { live, config } => {
                 Ok(live.identify_bytes(&bytes, &config.limits, top_k)?)
@@ -118,10 +135,14 @@ pub fn run(global: &GlobalArgs, args: ScoreArgs) -> anyhow::Result<ExitCode> {
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .context("building the HTTP client")?;
+        let api_key = match &args.api_key_file {
+            Some(file) => Some(read_secret_file(file, "--api-key-file")?),
+            None => args.api_key.clone().filter(|k| !k.is_empty()),
+        };
         Scorer::Remote {
             client,
             url: args.url.clone(),
-            api_key: args.api_key.clone(),
+            api_key,
         }
     };
     let mut failed = 0;
@@ -129,7 +150,7 @@ pub fn run(global: &GlobalArgs, args: ScoreArgs) -> anyhow::Result<ExitCode> {
         match scorer.score(path, args.top_k) {
             Ok(answer) => {
                 if args.json {
-                    let mut v = serde_json::to_value(&answer)?;
+                    let mut v = facepipe_training::json::to_value(&answer)?;
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("file".into(), path.display().to_string().into());
                     }

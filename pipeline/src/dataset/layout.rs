@@ -134,4 +134,27 @@ mod tests {
         assert_eq!((raw.skipped_identities, raw.skipped_images), (2, 2));
         assert!(list(&store, 3).await.is_err());
     }
+
+    #[tokio::test]
+    async fn a_symlink_loop_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(Location::Local(dir.path().to_path_buf()));
+        store
+            .put("Ada/1.jpg", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        // A link inside the tree back to its root: walking it would never end.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("Ada").join("again")).unwrap();
+        let e = list(&store, 1).await.unwrap_err().to_string();
+        assert!(e.contains("symlink loop") && e.contains("again"), "{e}");
+
+        // A link to a folder outside the tree is followed as before.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("2.jpg"), b"y").unwrap();
+        std::fs::remove_file(dir.path().join("Ada").join("again")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("Bo")).unwrap();
+        let raw = list(&store, 1).await.unwrap();
+        let keys: Vec<&str> = raw.images.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["Ada/1.jpg", "Bo/2.jpg"]);
+    }
 }

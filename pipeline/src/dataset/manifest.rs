@@ -83,16 +83,20 @@ pub enum Outcome {
     TooLarge,
     /// Byte-identical to an earlier input (by sha256, in source-key order).
     Duplicate,
+    /// The worker died or hung on this image every time it ran it alone (a decoder crash,
+    /// an abort, the OOM killer); the reason says how.
+    Failed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::NoFace,
         Outcome::SeveralFaces,
         Outcome::Unreadable,
         Outcome::TooLarge,
         Outcome::Duplicate,
+        Outcome::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +107,7 @@ impl Outcome {
             Outcome::Unreadable => "unreadable",
             Outcome::TooLarge => "too_large",
             Outcome::Duplicate => "duplicate",
+            Outcome::Failed => "failed",
         }
     }
 }
@@ -140,6 +145,28 @@ pub struct Record {
     pub faces_found: Option<u32>,
 }
 
+impl Record {
+    /// The record of an input that got no sample, with why.
+    pub fn without_sample(
+        source: &str,
+        identity: &str,
+        outcome: Outcome,
+        reason: impl Into<String>,
+    ) -> Self {
+        Record {
+            source: source.to_string(),
+            identity: identity.to_string(),
+            outcome,
+            reason: Some(reason.into()),
+            sha256: None,
+            sample: None,
+            shard: None,
+            found_by: None,
+            faces_found: None,
+        }
+    }
+}
+
 /// Timing and shape of the job that wrote the dataset.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {
@@ -151,6 +178,9 @@ pub struct JobSummary {
     pub tasks: u32,
     /// Tasks that were already finished by an earlier run of the same job (not redone).
     pub tasks_reused: u32,
+    /// Tasks whose every attempt failed and whose images were then run one at a time.
+    #[serde(default)]
+    pub tasks_isolated: u32,
     /// Worker invocations, retries included.
     pub attempts: u32,
     /// Client wall time from listing to manifest, seconds.

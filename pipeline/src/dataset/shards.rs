@@ -17,6 +17,14 @@ use crate::geometry::{BBox, Point};
 /// embedding network's sensitivity, small enough for ~6 KB per 150 px crop.
 pub const JPEG_QUALITY: u8 = 95;
 
+/// Largest member the reader accepts: a stored crop is ~6 KB and its metadata ~2 KB, so
+/// this leaves room for other tools' larger images while bounding what one header can make
+/// the reader hold.
+pub const MAX_MEMBER_BYTES: u64 = 64 << 20;
+
+/// Largest GNU long-name or pax header member: they hold paths and a few records.
+pub const MAX_HEADER_MEMBER_BYTES: u64 = 1 << 20;
+
 /// The metadata stored as `KEY.json` next to each crop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleMeta {
@@ -162,6 +170,10 @@ impl<R: Read> ShardReader<R> {
     }
 
     /// The next regular file in the archive as (path, bytes), or None at the end.
+    ///
+    /// Every field of a header is outside input: sizes are checked against
+    /// [`MAX_MEMBER_BYTES`] (or [`MAX_HEADER_MEMBER_BYTES`] for name-carrying members) and
+    /// member data is read as it arrives, never allocated from a declared size up front.
     fn next_file(&mut self) -> Result<Option<(String, Vec<u8>)>> {
         let mut long_name: Option<String> = None;
         loop {
@@ -176,14 +188,17 @@ impl<R: Read> ShardReader<R> {
                 return Ok(None);
             }
             let size = parse_size(&header[124..136]).ok_or_else(|| self.corrupt("bad size"))?;
-            if size > 1 << 31 {
-                return Err(self.corrupt(format!("member of {size} bytes")));
-            }
-            let padded = size.div_ceil(512) * 512;
-            let mut data = vec![0u8; padded as usize];
-            self.read_exact_or_corrupt(&mut data)?;
-            data.truncate(size as usize);
             let typeflag = header[156];
+            let limit = match typeflag {
+                b'L' | b'x' | b'g' => MAX_HEADER_MEMBER_BYTES,
+                _ => MAX_MEMBER_BYTES,
+            };
+            if size > limit {
+                return Err(self.corrupt(format!(
+                    "a member declares {size} bytes, over the limit of {limit} bytes for its type"
+                )));
+            }
+            let data = self.read_member(size)?;
             match typeflag {
                 // GNU long name: the data is the next member's path.
                 b'L' => long_name = Some(cstr(&data)),
@@ -216,6 +231,26 @@ impl<R: Read> ShardReader<R> {
                 _ => long_name = None,
             }
         }
+    }
+
+    /// A member's `size` bytes and its padding to the next 512-byte block. The buffer grows
+    /// with the bytes actually read, so a truncated stream that declares a large member
+    /// costs only what it holds.
+    fn read_member(&mut self, size: u64) -> Result<Vec<u8>> {
+        let padded = size.div_ceil(512) * 512;
+        let mut data = Vec::new();
+        let read = (&mut self.inner)
+            .take(padded)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io(self.name.clone(), e))?;
+        if (read as u64) < padded {
+            return Err(self.corrupt(format!(
+                "truncated: a member declares {size} bytes but the stream ends after {read}"
+            )));
+        }
+        // `size <= padded == read`, so this cannot fail; stay defensive anyway.
+        data.truncate(usize::try_from(size).unwrap_or(read));
+        Ok(data)
     }
 
     fn next_sample(&mut self) -> Result<Option<Sample>> {
@@ -315,21 +350,23 @@ fn parse_size(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
-/// The `path` record of a pax extended header (`"LEN path=VALUE\n"` records).
+/// The `path` record of a pax extended header (`"LEN path=VALUE\n"` records, LEN counting
+/// the whole record). A malformed record ends the parse: the member keeps its own name.
 fn pax_path(data: &[u8]) -> Option<String> {
     let mut rest = data;
     while !rest.is_empty() {
         let space = rest.iter().position(|&b| b == b' ')?;
         let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
-        if len == 0 || len > rest.len() {
+        // The record holds at least its length digits, the space and one byte.
+        if len <= space + 1 || len > rest.len() {
             return None;
         }
-        let record = &rest[space + 1..len];
+        let record = rest.get(space + 1..len)?;
         let record = record.strip_suffix(b"\n").unwrap_or(record);
         if let Some(value) = record.strip_prefix(b"path=") {
             return Some(String::from_utf8_lossy(value).into_owned());
         }
-        rest = &rest[len..];
+        rest = rest.get(len..)?;
     }
     None
 }
@@ -438,6 +475,69 @@ mod tests {
         let cut = &bytes[..700];
         let results: Vec<_> = ShardReader::new(cut, "cut").collect();
         assert!(results.iter().any(|r| r.is_err()));
+    }
+
+    /// A raw 512-byte tar header with `name`, `size` and `typeflag` (checksum not checked
+    /// by the reader, so left blank).
+    fn raw_header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let size = format!("{size:011o}\0");
+        h[124..136].copy_from_slice(size.as_bytes());
+        h[156] = typeflag;
+        h
+    }
+
+    /// A pax member with `records` as its data, padded, followed by a valid sample.
+    fn shard_after_pax(records: &[u8]) -> Vec<u8> {
+        let mut bytes = raw_header("pax", records.len() as u64, b'x').to_vec();
+        bytes.extend_from_slice(records);
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        let mut writer = ShardWriter::new(Vec::new());
+        writer.write(&meta("000001_a", 0), b"jpeg").unwrap();
+        bytes.extend(writer.finish().unwrap());
+        bytes
+    }
+
+    #[test]
+    fn malformed_pax_records_are_ignored_not_a_panic() {
+        // Lengths shorter than their own digits, past the end, zero, not numbers, no space.
+        for records in [
+            &b"1 path=a\n"[..],
+            b"2 path=a\n",
+            b"99 path=a\n",
+            b"0 path=a\n",
+            b"x path=a\n",
+            b"nospace",
+            b"\xff\xfe path=\xff\n",
+        ] {
+            let samples = read_all(&shard_after_pax(records), "pax").unwrap();
+            assert_eq!(samples.len(), 1, "{records:?}");
+            assert_eq!(samples[0].key, "000001_a");
+        }
+        // A well-formed record still renames the next member.
+        let samples = read_all(&shard_after_pax(b"17 path=d/k1.jpg\n"), "pax");
+        let err = samples.unwrap_err().to_string();
+        assert!(err.contains("d/k1 has no .json"), "{err}");
+    }
+
+    #[test]
+    fn a_declared_size_is_never_allocated_up_front() {
+        // 60 MiB declared, 512 bytes present: an error about truncation, after reading
+        // only what is there.
+        let mut bytes = raw_header("000001_a.jpg", 60 << 20, b'0').to_vec();
+        bytes.extend_from_slice(&[7u8; 512]);
+        let err = read_all(&bytes, "big").unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        // Past the member limit: refused before reading any of it.
+        let bytes = raw_header("000001_a.jpg", MAX_MEMBER_BYTES + 1, b'0');
+        let err = read_all(&bytes, "huge").unwrap_err().to_string();
+        assert!(err.contains("over the limit"), "{err}");
+        // Base-256 sizes that overflow u64 are a bad size, not a wrap-around.
+        let mut h = raw_header("000001_a.jpg", 0, b'0');
+        h[124..136].copy_from_slice(&[0xff; 12]);
+        let err = read_all(&h, "b256").unwrap_err().to_string();
+        assert!(err.contains("bad size"), "{err}");
     }
 
     #[test]

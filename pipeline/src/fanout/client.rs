@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::executor::Executor;
 use super::protocol::{
-    job_key, sample_key, shard_key, status_key, task_key, valid_job_id, JobFile, JobSpec,
-    SeveralFaces, TaskDescriptor, TaskImage, TaskState, TaskStatus, WorkerRequest,
+    image_shard_key, image_started_key, job_key, sample_key, shard_key, status_key, task_key,
+    valid_job_id, JobFile, JobSpec, SeveralFaces, TaskDescriptor, TaskImage, TaskState, TaskStatus,
+    WorkerRequest,
 };
 use crate::align::{Alignment, CROP_SIZE};
 use crate::dataset::layout::{self, RawDataset};
@@ -30,8 +31,11 @@ use crate::storage::{self, Location, Storage, StorageOptions};
 
 /// Default images per task: see `scripts/bench/prepare.sh` for the sweep behind it.
 pub const DEFAULT_TASK_SIZE: u32 = 16;
-/// Default attempts per task before the job gives up on it.
+/// Default attempts per task before its images are run one at a time.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Attempts for an image run alone: one retry, so a worker lost to something else (the OOM
+/// killer picking the largest process, say) does not make a good image `failed`.
+pub const IMAGE_ALONE_ATTEMPTS: u32 = 2;
 
 /// Everything `facepipe prepare` needs to know.
 #[derive(Clone, Debug)]
@@ -90,6 +94,12 @@ pub struct PrepareReport {
     pub tasks: u32,
     /// Tasks finished by an earlier run of this job and not redone.
     pub tasks_reused: u32,
+    /// Tasks whose every attempt failed and whose images were then run one at a time
+    /// (in this run or the earlier one that finished them).
+    pub tasks_isolated: u32,
+    /// `source: reason` of every image that killed its worker each time it ran alone
+    /// (outcome `failed`).
+    pub failed_images: Vec<String>,
     /// Worker invocations in this run, retries included.
     pub attempts: u32,
     pub retries: u32,
@@ -192,7 +202,7 @@ pub async fn prepare(
             Err(e) => return Err(e),
         };
         if same {
-            if let Some(status) = read_status(output.as_ref(), &job, t.task).await? {
+            if let Some(status) = read_status(output.as_ref(), &status_key(&job, t.task)).await? {
                 if status.state == TaskState::Done {
                     done.insert(t.task, status);
                     continue;
@@ -259,14 +269,37 @@ pub async fn prepare(
                     (_, false, Some(dir)) => Some(dir.root().display().to_string()),
                     _ => None,
                 },
+                image: None,
             };
+            let descriptor = usize::try_from(task).ok().and_then(|i| tasks.get(i));
             let progress = progress.clone();
             let tasks_done = Arc::clone(&tasks_done);
             let images_done = Arc::clone(&images_done);
             let task_images = images_of.get(&task).copied().unwrap_or(0);
             async move {
-                let run =
-                    run_with_retries(executor.as_ref(), output.as_ref(), request, config).await;
+                let mut run = run_with_retries(
+                    executor.as_ref(),
+                    output.as_ref(),
+                    request.clone(),
+                    config,
+                    config.max_attempts,
+                )
+                .await;
+                // Workers that died or hung every time (rather than report an error):
+                // maybe one image kills them. Run the images one at a time.
+                if let Some(descriptor) = descriptor.filter(|_| run.status.is_none() && run.died) {
+                    let alone = isolate(
+                        executor.as_ref(),
+                        output.as_ref(),
+                        &request,
+                        config,
+                        descriptor,
+                    )
+                    .await;
+                    run.attempts += alone.attempts;
+                    run.errors.extend(alone.errors);
+                    run.status = alone.status;
+                }
                 if run.status.is_some() {
                     use std::sync::atomic::Ordering::Relaxed;
                     let t = tasks_done.fetch_add(1, Relaxed) + 1;
@@ -303,8 +336,10 @@ pub async fn prepare(
     if !failed.is_empty() {
         failed.sort();
         return Err(Error::Worker(format!(
-            "{} of {n_tasks} tasks failed after {} attempts each ({}); finished tasks are kept: \
-             rerun the same command (job {job}) to retry only the failed ones",
+            "{} of {n_tasks} tasks failed after {} attempts each, and not because of one \
+             image: their workers reported errors, or never reached an image when run one at \
+             a time ({}); finished tasks are kept: fix the cause, then rerun the same command \
+             (job {job}) to retry only the failed ones",
             failed.len(),
             config.max_attempts,
             failed.join("; ")
@@ -312,6 +347,8 @@ pub async fn prepare(
     }
 
     let manifest = merge(output.as_ref(), &input_loc, config, &raw, &done).await?;
+    let tasks_isolated =
+        u32::try_from(done.values().filter(|s| s.isolated).count()).unwrap_or(u32::MAX);
     let wall_s = started.elapsed().as_secs_f64();
 
     let mut times: Vec<f64> = fresh.iter().map(|s| s.seconds).collect();
@@ -332,6 +369,13 @@ pub async fn prepare(
         task_size: config.task_size,
         tasks: n_tasks,
         tasks_reused,
+        tasks_isolated,
+        failed_images: manifest
+            .records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .map(|r| format!("{}: {}", r.source, r.reason.as_deref().unwrap_or("failed")))
+            .collect(),
         attempts,
         retries: attempts.saturating_sub(u32::try_from(fresh.len()).unwrap_or(u32::MAX)),
         images: n_images,
@@ -369,6 +413,7 @@ pub async fn prepare(
         task_size: config.task_size,
         tasks: n_tasks,
         tasks_reused,
+        tasks_isolated,
         attempts,
         wall_s,
         task_seconds_total,
@@ -476,8 +521,9 @@ async fn write_job(
     }
 }
 
-async fn read_status(output: &dyn Storage, job: &str, task: u32) -> Result<Option<TaskStatus>> {
-    match output.get(&status_key(job, task)).await {
+/// The status object at `key`, if there is a readable one.
+async fn read_status(output: &dyn Storage, key: &str) -> Result<Option<TaskStatus>> {
+    match output.get(key).await {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
@@ -514,16 +560,23 @@ struct TaskRun {
     status: Option<TaskStatus>,
     attempts: u32,
     errors: Vec<String>,
+    /// The last attempt left no status of its own: the worker died, hung or never started
+    /// (rather than reporting a failure it could describe).
+    died: bool,
 }
 
+/// Invoke `request` until its status object says done, at most `max_attempts` times.
 async fn run_with_retries(
     executor: &dyn Executor,
     output: &dyn Storage,
     mut request: WorkerRequest,
     config: &PrepareConfig,
+    max_attempts: u32,
 ) -> TaskRun {
     let mut errors = Vec::new();
-    for attempt in 1..=config.max_attempts {
+    let mut died = false;
+    let key = request.status_key();
+    for attempt in 1..=max_attempts {
         if attempt > 1 {
             // Exponential backoff: 0.5 s, 1 s, 2 s … capped at 30 s.
             let wait = Duration::from_millis(500u64.saturating_mul(1 << (attempt - 2).min(6)));
@@ -532,31 +585,178 @@ async fn run_with_retries(
         request.attempt = attempt;
         let invoked = executor.invoke(&request, config.task_timeout).await;
         // The status object, not the executor's word, says whether the work is done.
-        match read_status(output, &request.job, request.task).await {
+        let status = read_status(output, &key).await;
+        died = !matches!(&status, Ok(Some(s)) if s.attempt == attempt);
+        match status {
             Ok(Some(s)) if s.state == TaskState::Done => {
                 return TaskRun {
                     status: Some(s),
                     attempts: attempt,
                     errors,
+                    died: false,
                 }
             }
-            Ok(Some(s)) => errors.push(format!(
+            Ok(Some(s)) if s.attempt == attempt => errors.push(format!(
                 "attempt {attempt}: {}",
                 s.error.unwrap_or_else(|| "failed".into())
             )),
-            Ok(None) => errors.push(match invoked {
+            Ok(_) => errors.push(match invoked {
                 Err(e) => format!("attempt {attempt}: {e}"),
                 Ok(()) => format!("attempt {attempt}: the worker wrote no status"),
             }),
             Err(e) => errors.push(format!("attempt {attempt}: reading the status: {e}")),
         }
-        tracing::warn!(task = request.task, attempt, error = %errors.last().map(String::as_str).unwrap_or(""), "task attempt failed");
+        tracing::warn!(task = %request.describe(), error = %errors.last().map(String::as_str).unwrap_or(""), "task attempt failed");
     }
     TaskRun {
         status: None,
-        attempts: config.max_attempts,
+        attempts: max_attempts,
         errors,
+        died,
     }
+}
+
+/// After every attempt at a task failed, run its images one at a time: an image that kills
+/// its worker each time (a decoder crash, an abort, a hang) becomes one `failed` record and
+/// the others are processed as usual. The images' results are folded into the task's shard
+/// and status, so the rest of the job (merge, resume) sees an ordinary finished task.
+///
+/// The task stays failed (status `None`) when a worker reported an error it could describe
+/// (storage, weights) or never reached its image: then the images are not to blame.
+async fn isolate(
+    executor: &dyn Executor,
+    output: &dyn Storage,
+    request: &WorkerRequest,
+    config: &PrepareConfig,
+    task: &TaskDescriptor,
+) -> TaskRun {
+    tracing::warn!(
+        task = task.task,
+        images = task.images.len(),
+        "every attempt failed; running the task's images one at a time"
+    );
+    let mut run = TaskRun {
+        status: None,
+        attempts: 0,
+        errors: Vec::new(),
+        died: false,
+    };
+    match isolate_images(executor, output, request, config, task, &mut run).await {
+        Ok(status) => run.status = status,
+        Err(e) => run
+            .errors
+            .push(format!("running its images one at a time: {e}")),
+    }
+    run
+}
+
+async fn isolate_images(
+    executor: &dyn Executor,
+    output: &dyn Storage,
+    request: &WorkerRequest,
+    config: &PrepareConfig,
+    task: &TaskDescriptor,
+    run: &mut TaskRun,
+) -> Result<Option<TaskStatus>> {
+    let attempts = IMAGE_ALONE_ATTEMPTS.min(config.max_attempts);
+    let mut records = Vec::with_capacity(task.images.len());
+    let mut writer = ShardWriter::new(Vec::new());
+    let mut combined = TaskStatus {
+        job: task.job.clone(),
+        task: task.task,
+        attempt: config.max_attempts,
+        state: TaskState::Done,
+        error: None,
+        worker: "isolated".into(),
+        seconds: 0.0,
+        engine_load_s: 0.0,
+        peak_rss_mib: None,
+        records: Vec::new(),
+        shard: None,
+        isolated: true,
+    };
+    for (index, img) in task.images.iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let alone = WorkerRequest {
+            image: Some(index),
+            attempt: 1,
+            ..request.clone()
+        };
+        let started = image_started_key(&task.job, task.task, index);
+        // Objects of an earlier, interrupted isolation must not speak for this one.
+        output.delete(&alone.status_key()).await?;
+        output.delete(&started).await?;
+        let image_run = run_with_retries(executor, output, alone, config, attempts).await;
+        run.attempts += image_run.attempts;
+        run.errors.extend(
+            image_run
+                .errors
+                .iter()
+                .map(|e| format!("image {index} ({}) alone, {e}", img.input.key)),
+        );
+        match image_run.status {
+            Some(s) => {
+                combined.seconds += s.seconds;
+                combined.engine_load_s += s.engine_load_s;
+                combined.peak_rss_mib = match (combined.peak_rss_mib, s.peak_rss_mib) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(shard) = &s.shard {
+                    let bytes = output.get(&shard.path).await?;
+                    for sample in read_all(&bytes, &shard.path)? {
+                        writer.write(&sample.meta, &sample.jpeg)?;
+                    }
+                }
+                for mut r in s.records {
+                    if r.shard.is_some() {
+                        r.shard = Some(task.shard.clone());
+                    }
+                    records.push(r);
+                }
+            }
+            None if image_run.died && output.exists(&started).await? => {
+                // The executor's words (signal, exit code, timeout, stderr tail), without
+                // the "attempt N: " they were filed under.
+                let last = image_run.errors.last().map_or("no status", String::as_str);
+                let why = last.split_once(": ").map_or(last, |(_, e)| e).to_string();
+                tracing::error!(image = %img.input.key, "{why}");
+                records.push(Record::without_sample(
+                    &img.input.key,
+                    &img.input.identity,
+                    Outcome::Failed,
+                    format!(
+                        "the worker died or hung on this image each of the {attempts} times \
+                         it ran alone; last: {why}"
+                    ),
+                ));
+            }
+            None => return Ok(None),
+        }
+    }
+    let samples = writer.samples();
+    combined.shard = if samples > 0 {
+        output
+            .put(&task.shard, Bytes::from(writer.finish()?))
+            .await?;
+        Some(ShardInfo {
+            path: task.shard.clone(),
+            samples,
+        })
+    } else {
+        output.delete(&task.shard).await?;
+        None
+    };
+    combined.records = records;
+    storage::put_json(output, &status_key(&task.job, task.task), &combined).await?;
+    // Folded into the task's shard: the per-image shards are no longer needed.
+    for index in 0..task.images.len() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        output
+            .delete(&image_shard_key(&task.job, task.task, index))
+            .await?;
+    }
+    Ok(Some(combined))
 }
 
 /// Build the manifest from every task's status: one record per input, byte-identical
@@ -600,7 +800,24 @@ async fn merge(
         }
     }
     for (shard, keys) in &drop {
-        let bytes = output.get(shard).await?;
+        let listed = shards.iter().find(|s| &s.path == shard).map(|s| s.samples);
+        let bytes = match output.get(shard).await {
+            Ok(bytes) => bytes,
+            // An earlier merge of this job deleted it: every sample it held was a duplicate.
+            Err(Error::NotFound(_)) if listed.is_some_and(|n| n as usize <= keys.len()) => {
+                if let Some(info) = shards.iter_mut().find(|s| &s.path == shard) {
+                    info.samples = 0;
+                }
+                continue;
+            }
+            Err(Error::NotFound(what)) => {
+                return Err(Error::NotFound(format!(
+                    "{what}: a finished task's shard is gone; run again with another --job \
+                     to redo the job"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         let mut writer = ShardWriter::new(Vec::new());
         for s in read_all(&bytes, shard)? {
             if !keys.contains(&s.key) {
@@ -672,5 +889,164 @@ mod tests {
         assert_eq!(percentile(&v, 0.5), 5.0);
         assert_eq!(percentile(&v, 0.95), 10.0);
         assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    /// How the scripted workers of [`Scripted`] behave.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Script {
+        /// A whole task dies; alone, every image but `*poison*` is done, the poison one
+        /// dies after the worker reached it.
+        Poison,
+        /// Every attempt reports a failure in its status (storage or weights trouble).
+        Reports,
+        /// Every attempt dies before reaching any image (the worker cannot start).
+        NeverStarts,
+    }
+
+    /// An executor whose "workers" follow a [`Script`], writing what real workers write,
+    /// so the client's retry and isolation decisions can be watched without the networks.
+    struct Scripted {
+        output: std::path::PathBuf,
+        script: Script,
+        alone: std::sync::Mutex<Vec<u32>>,
+    }
+
+    impl Scripted {
+        async fn run(&self, request: &WorkerRequest) -> Result<()> {
+            let store = crate::storage::LocalStorage::new(Location::Local(self.output.clone()));
+            let task: TaskDescriptor =
+                storage::get_json(&store, &task_key(&request.job, request.task)).await?;
+            let mut status = TaskStatus {
+                job: request.job.clone(),
+                task: request.task,
+                attempt: request.attempt,
+                state: TaskState::Failed,
+                error: Some("storage is down".into()),
+                worker: "scripted".into(),
+                seconds: 0.1,
+                engine_load_s: 0.0,
+                peak_rss_mib: None,
+                records: Vec::new(),
+                shard: None,
+                isolated: false,
+            };
+            let died = Err(Error::Worker(
+                "the worker exited with signal 6 (SIGABRT)".into(),
+            ));
+            match (self.script, request.image) {
+                (Script::Reports, _) => {}
+                (Script::NeverStarts, _) | (Script::Poison, None) => return died,
+                (Script::Poison, Some(i)) => {
+                    let img = &task.images[i as usize];
+                    let started = image_started_key(&request.job, request.task, i);
+                    storage::put_json(&store, &started, &i).await?;
+                    if img.input.key.contains("poison") {
+                        return died;
+                    }
+                    status.state = TaskState::Done;
+                    status.error = None;
+                    status.records = vec![Record::without_sample(
+                        &img.input.key,
+                        &img.input.identity,
+                        Outcome::NoFace,
+                        "scripted",
+                    )];
+                }
+            }
+            storage::put_json(&store, &request.status_key(), &status).await
+        }
+    }
+
+    impl Executor for Scripted {
+        fn name(&self) -> &'static str {
+            "local"
+        }
+
+        fn needs_remote_models(&self) -> bool {
+            false
+        }
+
+        fn invoke<'a>(
+            &'a self,
+            request: &'a WorkerRequest,
+            _timeout: Duration,
+        ) -> crate::storage::BoxFuture<'a, ()> {
+            Box::pin(async move {
+                if let Some(i) = request.image {
+                    self.alone.lock().unwrap().push(i);
+                }
+                self.run(request).await
+            })
+        }
+    }
+
+    async fn run_script(script: Script) -> (Result<(PrepareReport, Manifest)>, Vec<u32>) {
+        let input = tempfile::tempdir().unwrap();
+        for key in ["P/a.jpg", "P/b_poison.jpg", "P/c.jpg"] {
+            let path = input.path().join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, key).unwrap();
+        }
+        let output = tempfile::tempdir().unwrap();
+        let mut config = PrepareConfig::new(
+            Location::Local(input.path().into()),
+            Location::Local(output.path().into()),
+        );
+        config.task_size = 3;
+        config.max_attempts = 2;
+        config.workers = 1;
+        let executor = Arc::new(Scripted {
+            output: output.path().into(),
+            script,
+            alone: std::sync::Mutex::new(Vec::new()),
+        });
+        let result = prepare(&config, Arc::clone(&executor) as Arc<dyn Executor>, None).await;
+        let alone = executor.alone.lock().unwrap().clone();
+        (result, alone)
+    }
+
+    #[tokio::test]
+    async fn a_poison_image_becomes_one_failed_record_and_the_job_finishes() {
+        let (result, alone) = run_script(Script::Poison).await;
+        let (report, manifest) = result.unwrap();
+        // Each image ran alone; the poison one twice.
+        assert_eq!(alone, [0, 1, 1, 2]);
+        assert_eq!(report.tasks_isolated, 1);
+        assert_eq!(report.attempts, 2 + 4);
+        let outcomes: Vec<(&str, Outcome)> = manifest
+            .records
+            .iter()
+            .map(|r| (r.source.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("P/a.jpg", Outcome::NoFace),
+                ("P/b_poison.jpg", Outcome::Failed),
+                ("P/c.jpg", Outcome::NoFace)
+            ]
+        );
+        let reason = manifest.records[1].reason.as_deref().unwrap();
+        assert!(reason.contains("SIGABRT"), "{reason}");
+        assert_eq!(report.failed_images.len(), 1);
+        assert_eq!(manifest.job.tasks_isolated, 1);
+    }
+
+    #[tokio::test]
+    async fn failures_a_worker_reports_are_not_blamed_on_an_image() {
+        let (result, alone) = run_script(Script::Reports).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("storage is down"), "{err}");
+        assert!(err.contains("not because of one image"), "{err}");
+        assert!(alone.is_empty(), "no image ran alone: {alone:?}");
+    }
+
+    #[tokio::test]
+    async fn workers_that_never_reach_an_image_fail_the_task() {
+        let (result, alone) = run_script(Script::NeverStarts).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("SIGABRT"), "{err}");
+        // The first image alone never started either: the others are not tried.
+        assert_eq!(alone, [0, 0]);
     }
 }

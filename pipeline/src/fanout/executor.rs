@@ -146,9 +146,8 @@ impl LocalExecutor {
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 let tail: Vec<&str> = stderr.lines().collect();
                 Err(Error::Worker(format!(
-                    "task {} attempt {}: worker exited with {} ({})",
-                    request.task,
-                    request.attempt,
+                    "{}: worker exited with {} ({})",
+                    request.describe(),
                     out.status,
                     last_lines(&tail, 3)
                 )))
@@ -178,9 +177,8 @@ impl LocalExecutor {
             if let Err(e) = worker.send(&line).await {
                 let gone = worker.end().await;
                 return Err(Error::Worker(format!(
-                    "task {} attempt {}: a new worker would not take the task ({e}); it {}",
-                    request.task,
-                    request.attempt,
+                    "{}: a new worker would not take the task ({e}); it {}",
+                    request.describe(),
                     gone.describe()
                 )));
             }
@@ -194,9 +192,8 @@ impl LocalExecutor {
                 // Crashed, killed, or broke the protocol: never reuse it.
                 let gone = worker.end().await;
                 Err(Error::Worker(format!(
-                    "task {} attempt {}: the worker (pid {}) {why}; it {}",
-                    request.task,
-                    request.attempt,
+                    "{}: the worker (pid {}) {why}; it {}",
+                    request.describe(),
                     gone.pid,
                     gone.describe()
                 )))
@@ -207,9 +204,8 @@ impl LocalExecutor {
                 match reply.state {
                     TaskState::Done => Ok(()),
                     TaskState::Failed => Err(Error::Worker(format!(
-                        "task {} attempt {}: {}",
-                        request.task,
-                        request.attempt,
+                        "{}: {}",
+                        request.describe(),
                         reply
                             .message
                             .as_deref()
@@ -409,9 +405,8 @@ impl WarmWorker {
 
 fn timed_out(request: &WorkerRequest, timeout: Duration) -> Error {
     Error::Timeout(format!(
-        "task {} attempt {} ran longer than {:.0} s; the worker was killed",
-        request.task,
-        request.attempt,
+        "{} ran longer than {:.0} s; the worker was killed",
+        request.describe(),
         timeout.as_secs_f64()
     ))
 }
@@ -504,9 +499,8 @@ impl Executor for LambdaExecutor {
             let out = match tokio::time::timeout(timeout, call).await {
                 Err(_) => {
                     return Err(Error::Timeout(format!(
-                        "task {} attempt {}: Lambda did not answer within {:.0} s",
-                        request.task,
-                        request.attempt,
+                        "{}: Lambda did not answer within {:.0} s",
+                        request.describe(),
                         timeout.as_secs_f64()
                     )))
                 }
@@ -526,8 +520,8 @@ impl Executor for LambdaExecutor {
                     .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
                     .unwrap_or_default();
                 return Err(Error::Worker(format!(
-                    "task {} attempt {}: the Lambda worker failed ({kind}): {body}",
-                    request.task, request.attempt
+                    "{}: the Lambda worker failed ({kind}): {body}",
+                    request.describe()
                 )));
             }
             Ok(())

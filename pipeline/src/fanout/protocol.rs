@@ -4,6 +4,8 @@
 //! jobs/<job>/job.json                   what the job is (input, options, listing digest)
 //! jobs/<job>/tasks/<task>.json          TaskDescriptor: the images of one task
 //! jobs/<job>/results/<task>/status.json TaskStatus: written last by the worker
+//! jobs/<job>/results/<task>/images/<i>/ one image run alone after its task kept failing:
+//!                                       started.json, status.json, shard.tar
 //! shards/<job>/<task>.tar               the task's samples
 //! models/                               the weights, for workers without a local copy
 //! manifest.json                         written by the client after the merge
@@ -121,6 +123,11 @@ pub struct TaskStatus {
     /// The shard written (absent when the task produced no sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// Every attempt at the whole task failed, so the client ran its images one at a time
+    /// and assembled this status from theirs (an image that killed its worker each time is
+    /// a `failed` record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 /// What a worker is asked to do: a reference to a task, never image bytes. This is the
@@ -137,6 +144,28 @@ pub struct WorkerRequest {
     /// Where to fetch the weights from when the worker has no local copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<String>,
+    /// Run only this image of the task (its index in the descriptor), alone, writing under
+    /// [`image_prefix`]: how the client finds the image that kills every attempt of a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<u32>,
+}
+
+impl WorkerRequest {
+    /// Where the worker writes this request's status object.
+    pub fn status_key(&self) -> String {
+        match self.image {
+            None => status_key(&self.job, self.task),
+            Some(i) => format!("{}/status.json", image_prefix(&self.job, self.task, i)),
+        }
+    }
+
+    /// `task 3 attempt 2`, or `task 3 image 1 attempt 2`, for messages.
+    pub fn describe(&self) -> String {
+        match self.image {
+            None => format!("task {} attempt {}", self.task, self.attempt),
+            Some(i) => format!("task {} image {i} attempt {}", self.task, self.attempt),
+        }
+    }
 }
 
 /// What a warm local worker (`facepipe worker --serve`) answers on stdout, one JSON line per
@@ -146,6 +175,8 @@ pub struct WorkerRequest {
 pub struct WorkerReply {
     pub task: u32,
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<u32>,
     pub state: TaskState,
     /// Why the task failed (absent when done).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +189,7 @@ impl WorkerReply {
         WorkerReply {
             task: request.task,
             attempt: request.attempt,
+            image: request.image,
             state: TaskState::Failed,
             message: Some(message),
         }
@@ -165,7 +197,7 @@ impl WorkerReply {
 
     /// Whether this answers `request` (and not an earlier one).
     pub fn answers(&self, request: &WorkerRequest) -> bool {
-        self.task == request.task && self.attempt == request.attempt
+        self.task == request.task && self.attempt == request.attempt && self.image == request.image
     }
 }
 
@@ -187,6 +219,22 @@ pub fn status_key(job: &str, task: u32) -> String {
 /// Key of a task's shard.
 pub fn shard_key(job: &str, task: u32) -> String {
     format!("shards/{job}/{task:05}.tar")
+}
+
+/// Folder of the objects of image `image` of a task run alone (see [`WorkerRequest::image`]).
+pub fn image_prefix(job: &str, task: u32, image: u32) -> String {
+    format!("jobs/{job}/results/{task:05}/images/{image:05}")
+}
+
+/// Written by a worker running one image alone just before it fetches and decodes it: a
+/// run that then leaves no status died on that image, not before reaching it.
+pub fn image_started_key(job: &str, task: u32, image: u32) -> String {
+    format!("{}/started.json", image_prefix(job, task, image))
+}
+
+/// The shard of one image run alone; the client folds it into the task's shard.
+pub fn image_shard_key(job: &str, task: u32, image: u32) -> String {
+    format!("{}/shard.tar", image_prefix(job, task, image))
 }
 
 /// A WebDataset key for input number `index`: the index keeps keys unique and ordered,
@@ -243,11 +291,27 @@ mod tests {
             storage: StorageOptions {
                 s3_endpoint: Some("http://127.0.0.1:8333".into()),
                 region: None,
+                ..StorageOptions::default()
             },
             models: Some("s3://b/out/models".into()),
+            image: None,
         };
         let json = serde_json::to_string(&req).unwrap();
+        assert!(!json.contains("image"), "{json}");
         assert_eq!(serde_json::from_str::<WorkerRequest>(&json).unwrap(), req);
         assert_eq!(status_key("j1", 3), "jobs/j1/results/00003/status.json");
+        assert_eq!(req.status_key(), status_key("j1", 3));
+
+        let alone = WorkerRequest {
+            image: Some(1),
+            ..req
+        };
+        let json = serde_json::to_string(&alone).unwrap();
+        assert_eq!(serde_json::from_str::<WorkerRequest>(&json).unwrap(), alone);
+        assert_eq!(
+            alone.status_key(),
+            "jobs/j1/results/00003/images/00001/status.json"
+        );
+        assert_eq!(alone.describe(), "task 3 image 1 attempt 2");
     }
 }

@@ -1,7 +1,8 @@
 //! The worker: run one task. Fetch the task descriptor and its images from storage, find and
 //! align one face per image, write the shard, then the status object (last, so a status
 //! means the shard is complete). Bad images become records, never task failures; only
-//! storage or model trouble fails a task, and the client retries it.
+//! storage or model trouble fails a task, and the client retries it. An image is fetched only
+//! when the listing says it fits the byte limit, and never read past that limit.
 //!
 //! [`serve`] runs many tasks in one process, one at a time (the warm local worker): the
 //! networks are loaded once, like in a warm Lambda container.
@@ -16,19 +17,15 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::protocol::{
-    status_key, task_key, SeveralFaces, TaskDescriptor, TaskImage, TaskState, TaskStatus,
-    WorkerReply, WorkerRequest,
+    image_shard_key, image_started_key, task_key, SeveralFaces, TaskDescriptor, TaskImage,
+    TaskState, TaskStatus, WorkerReply, WorkerRequest,
 };
 use crate::dataset::{encode_crop, Outcome, Record, SampleMeta, ShardInfo, ShardWriter};
 use crate::detect::DetectorKind;
 use crate::engine::{EngineOptions, FaceEngine};
 use crate::error::{Error, Result};
 use crate::models::ModelDir;
-use crate::storage::{self, Storage};
-
-/// Test-only fault injection: `FACEPIPE_TEST_FAULT=crash:T`, `hang:T` or `fail:T` makes the
-/// first attempt of task T abort the process, sleep for an hour, or report a failure.
-pub const FAULT_ENV: &str = "FACEPIPE_TEST_FAULT";
+use crate::storage::{self, Location, Storage};
 
 /// Images fetched from storage at the same time within one task.
 const FETCH_CONCURRENCY: usize = 8;
@@ -146,11 +143,50 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn injected_fault(request: &WorkerRequest) -> Option<String> {
-    let spec = std::env::var(FAULT_ENV).ok()?;
-    let (kind, task) = spec.split_once(':')?;
-    let task: u32 = task.trim().parse().ok()?;
-    (task == request.task && request.attempt == 1).then(|| kind.trim().to_string())
+/// Fault injection for the fan-out's tests, compiled in only with the `test-support`
+/// feature: `FACEPIPE_TEST_FAULT=crash:T`, `hang:T` or `fail:T` makes the first attempt of
+/// task T abort the process, sleep for an hour, or report a failure; `poison:NAME` aborts
+/// the process on every attempt that reaches an image whose key ends with NAME.
+#[cfg(feature = "test-support")]
+pub mod fault {
+    use super::WorkerRequest;
+
+    pub const FAULT_ENV: &str = "FACEPIPE_TEST_FAULT";
+
+    fn spec() -> Option<(String, String)> {
+        let spec = std::env::var(FAULT_ENV).ok()?;
+        let (kind, arg) = spec.split_once(':')?;
+        Some((kind.trim().to_string(), arg.trim().to_string()))
+    }
+
+    /// The fault for this attempt of this task, if any.
+    pub(super) fn for_task(request: &WorkerRequest) -> Option<String> {
+        let (kind, task) = spec()?;
+        let task: u32 = task.parse().ok()?;
+        (task == request.task && request.attempt == 1).then_some(kind)
+    }
+
+    /// Abort the process when the image `key` is the poison one.
+    pub(super) fn before_image(key: &str) {
+        if let Some((kind, name)) = spec() {
+            if kind == "poison" && !name.is_empty() && key.ends_with(&name) {
+                tracing::error!(key, "test fault: a poison image aborts the worker");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// Without `test-support` no fault can be injected.
+#[cfg(not(feature = "test-support"))]
+mod fault {
+    use super::WorkerRequest;
+
+    pub(super) fn for_task(_: &WorkerRequest) -> Option<String> {
+        None
+    }
+
+    pub(super) fn before_image(_: &str) {}
 }
 
 /// Run one task end to end and write its status. Returns the status written; an error
@@ -162,7 +198,8 @@ pub async fn run_task(
 ) -> Result<TaskStatus> {
     let start = Instant::now();
     let output = storage::open_str(&request.output, &request.storage).await?;
-    match injected_fault(request).as_deref() {
+    let injected = fault::for_task(request);
+    match injected.as_deref() {
         Some("crash") => {
             tracing::error!(task = request.task, "test fault: aborting the worker");
             std::process::abort();
@@ -173,7 +210,7 @@ pub async fn run_task(
         }
         _ => {}
     }
-    let result = match injected_fault(request).as_deref() {
+    let result = match injected.as_deref() {
         Some("fail") => Err(Error::Worker("test fault: failing on purpose".into())),
         _ => process(request, output.as_ref(), engines).await,
     };
@@ -190,6 +227,7 @@ pub async fn run_task(
             peak_rss_mib: peak_rss_mib(),
             records,
             shard,
+            isolated: false,
         },
         Err(e) => {
             tracing::error!(task = request.task, error = %e, "task failed");
@@ -205,15 +243,11 @@ pub async fn run_task(
                 peak_rss_mib: peak_rss_mib(),
                 records: Vec::new(),
                 shard: None,
+                isolated: false,
             }
         }
     };
-    storage::put_json(
-        output.as_ref(),
-        &status_key(&request.job, request.task),
-        &status,
-    )
-    .await?;
+    storage::put_json(output.as_ref(), &request.status_key(), &status).await?;
     Ok(status)
 }
 
@@ -268,8 +302,9 @@ where
             }
             Some((_, engines)) => match run_task(&request, engines, worker_name).await {
                 Ok(status) => WorkerReply {
-                    task: status.task,
-                    attempt: status.attempt,
+                    task: request.task,
+                    attempt: request.attempt,
+                    image: request.image,
                     state: status.state,
                     message: status.error,
                 },
@@ -295,20 +330,49 @@ async fn process(
     output: &dyn Storage,
     engines: &EngineCache,
 ) -> Result<(Vec<Record>, Option<ShardInfo>, f64)> {
-    let task: TaskDescriptor =
+    let mut task: TaskDescriptor =
         storage::get_json(output, &task_key(&request.job, request.task)).await?;
+    // Alone, one image goes to a shard of its own that the client folds into the task's.
+    let shard_path = match request.image {
+        None => task.shard.clone(),
+        Some(i) => {
+            let image = usize::try_from(i)
+                .ok()
+                .and_then(|i| task.images.get(i))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "task {} has {} images, so no image {i}",
+                        task.task,
+                        task.images.len()
+                    ))
+                })?;
+            task.images = vec![image];
+            image_shard_key(&request.job, request.task, i)
+        }
+    };
     let input = storage::open_str(&task.input, &request.storage).await?;
     let mut options = EngineOptions::default();
     options.detector.kind = task.detector;
     options.alignment = task.alignment;
+    let max_bytes = options.limits.max_bytes;
     let (engine, load_s) = engines.engine(&options, request).await?;
+    if let Some(i) = request.image {
+        // From here on, a worker that dies has died on this image.
+        let started = serde_json::json!({ "attempt": request.attempt });
+        storage::put_json(
+            output,
+            &image_started_key(&request.job, request.task, i),
+            &started,
+        )
+        .await?;
+    }
 
     // Fetch every image first (concurrently: storage latency, not CPU, is the cost here).
-    let fetched: Vec<Result<Bytes>> = futures::stream::iter(task.images.iter())
+    let fetched: Vec<Result<Fetched>> = futures::stream::iter(task.images.iter())
         .map(|img| {
             let input = Arc::clone(&input);
-            let key = img.input.key.clone();
-            async move { input.get(&key).await }
+            async move { fetch_bounded(input.as_ref(), img, max_bytes).await }
         })
         .buffered(FETCH_CONCURRENCY)
         .collect()
@@ -319,37 +383,121 @@ async fn process(
         inputs.push((img.clone(), bytes?));
     }
 
-    let shard_path = task.shard.clone();
     let task2 = task.clone();
-    let (records, shard_bytes, samples) =
-        tokio::task::spawn_blocking(move || detect_and_align(&task2, &engine, inputs, &shard_path))
-            .await
-            .map_err(|e| Error::Worker(format!("the task's image loop panicked: {e}")))??;
+    let shard_path2 = shard_path.clone();
+    let (records, shard_bytes, samples) = tokio::task::spawn_blocking(move || {
+        detect_and_align(&task2, &engine, inputs, &shard_path2)
+    })
+    .await
+    .map_err(|e| Error::Worker(format!("the task's image loop panicked: {e}")))??;
     let shard = if samples > 0 {
-        output.put(&task.shard, Bytes::from(shard_bytes)).await?;
+        output.put(&shard_path, Bytes::from(shard_bytes)).await?;
         Some(ShardInfo {
-            path: task.shard.clone(),
+            path: shard_path,
             samples,
         })
     } else {
         // A retry of a task that once produced samples must not leave a stale shard.
-        output.delete(&task.shard).await?;
+        output.delete(&shard_path).await?;
         None
     };
     Ok((records, shard, load_s))
+}
+
+/// An input as the worker got it.
+enum Fetched {
+    Bytes(Bytes),
+    /// Over the byte limit, by the listing or while reading: never read in full.
+    TooLarge {
+        bytes: u64,
+    },
+}
+
+/// Fetch one input, holding at most `limit` bytes of it. The size the listing gave is
+/// checked first, so an 8 GB file is refused without a read. A local file is read through
+/// a bounded reader as well, in case it grew after the listing; an S3 object cannot grow in
+/// place (a new one replaces it whole), so its listed size is the check.
+async fn fetch_bounded(input: &dyn Storage, img: &TaskImage, limit: u64) -> Result<Fetched> {
+    if img.input.size > limit {
+        return Ok(Fetched::TooLarge {
+            bytes: img.input.size,
+        });
+    }
+    let bytes = match input.location() {
+        Location::Local(root) => match read_local_bounded(root, &img.input.key, limit).await? {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = tokio::fs::metadata(root.join(&img.input.key))
+                    .await
+                    .map_or(limit.saturating_add(1), |m| m.len());
+                return Ok(Fetched::TooLarge { bytes });
+            }
+        },
+        Location::S3 { .. } => input.get(&img.input.key).await?,
+    };
+    if bytes.len() as u64 > limit {
+        return Ok(Fetched::TooLarge {
+            bytes: bytes.len() as u64,
+        });
+    }
+    Ok(Fetched::Bytes(bytes))
+}
+
+/// Read `root/key`, or `None` when it holds more than `limit` bytes (reading stops at
+/// `limit + 1`). Keys come from the listing; one that leaves the root is refused.
+async fn read_local_bounded(root: &Path, key: &str, limit: u64) -> Result<Option<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    let rel = Path::new(key);
+    if key.is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Invalid(format!(
+            "input key {key:?} must be a relative path without '..'"
+        )));
+    }
+    let path = root.join(rel);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound(path.display().to_string()))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
+    Ok((bytes.len() as u64 <= limit).then(|| Bytes::from(bytes)))
 }
 
 /// The CPU part of a task: one record per image, samples appended to an in-memory shard.
 fn detect_and_align(
     task: &TaskDescriptor,
     engine: &FaceEngine,
-    inputs: Vec<(TaskImage, Bytes)>,
+    inputs: Vec<(TaskImage, Fetched)>,
     shard_path: &str,
 ) -> Result<(Vec<Record>, Vec<u8>, u32)> {
     let mut writer = ShardWriter::new(Vec::new());
     let mut records = Vec::with_capacity(inputs.len());
     let mut seen: HashMap<String, String> = HashMap::new();
-    for (img, bytes) in inputs {
+    let limit = engine.options().limits.max_bytes;
+    for (img, fetched) in inputs {
+        let bytes = match fetched {
+            Fetched::Bytes(bytes) => bytes,
+            Fetched::TooLarge { bytes } => {
+                let e = Error::TooManyBytes { bytes, limit };
+                records.push(Record::without_sample(
+                    &img.input.key,
+                    &img.input.identity,
+                    Outcome::TooLarge,
+                    format!("{e}; refused without reading it"),
+                ));
+                continue;
+            }
+        };
         let sha = hex::encode(Sha256::digest(&bytes));
         let mut record = Record {
             source: img.input.key.clone(),
@@ -369,6 +517,7 @@ fn detect_and_align(
             continue;
         }
         seen.insert(sha, img.input.key.clone());
+        fault::before_image(&img.input.key);
         // One bad image must not take the task down, whatever the decoder or network does.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             one_image(task, engine, &img, &bytes)
@@ -395,9 +544,10 @@ fn detect_and_align(
                 record.faces_found = Some(n);
             }
             Ok(Err(e)) => {
-                record.outcome = match e {
-                    Error::TooLarge { .. } | Error::TooManyBytes { .. } => Outcome::TooLarge,
-                    _ => Outcome::Unreadable,
+                record.outcome = if e.is_too_large() {
+                    Outcome::TooLarge
+                } else {
+                    Outcome::Unreadable
                 };
                 record.reason = Some(e.to_string());
             }
@@ -472,6 +622,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::fanout::protocol::status_key;
     use crate::storage::StorageOptions;
 
     fn request(output: &Path, task: u32, models: Option<&str>) -> WorkerRequest {
@@ -482,6 +633,7 @@ mod tests {
             attempt: 1,
             storage: StorageOptions::default(),
             models: models.map(str::to_string),
+            image: None,
         }
     }
 
@@ -551,6 +703,47 @@ mod tests {
             .contains("no weights at /missing-weights"));
         // The weights could not be found, so no status was written for task 2.
         assert!(!out.path().join(status_key("serve-test", 2)).exists());
+    }
+
+    fn listed(key: &str, size: u64) -> TaskImage {
+        TaskImage {
+            input: crate::dataset::layout::InputImage {
+                key: key.into(),
+                identity: "P".into(),
+                label: 0,
+                size,
+            },
+            sample_key: "000000_P".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn inputs_over_the_byte_limit_are_never_read_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("P")).unwrap();
+        std::fs::write(dir.path().join("P/small.jpg"), [1u8; 10]).unwrap();
+        // Sparse, 8 GiB: a full read would need 8 GiB of memory.
+        std::fs::File::create(dir.path().join("P/huge.jpg"))
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        let store = crate::storage::LocalStorage::new(Location::Local(dir.path().into()));
+
+        let got = fetch_bounded(&store, &listed("P/small.jpg", 10), 10).await;
+        assert!(matches!(got, Ok(Fetched::Bytes(b)) if b.len() == 10));
+        // The listing says too large: refused without opening the file.
+        let got = fetch_bounded(&store, &listed("P/missing.jpg", 11), 10).await;
+        assert!(matches!(got, Ok(Fetched::TooLarge { bytes: 11 })));
+        // Listed small, but it grew: the bounded read stops after limit + 1 bytes.
+        let got = fetch_bounded(&store, &listed("P/huge.jpg", 5), 1 << 20).await;
+        assert!(matches!(got, Ok(Fetched::TooLarge { bytes }) if bytes == 8 << 30));
+        let got = read_local_bounded(dir.path(), "P/huge.jpg", 1 << 20).await;
+        assert!(matches!(got, Ok(None)));
+        // A vanished file is a storage problem (the task is retried), a bad key is refused.
+        let got = fetch_bounded(&store, &listed("P/missing.jpg", 1), 10).await;
+        assert!(matches!(got, Err(Error::NotFound(_))));
+        let got = read_local_bounded(dir.path(), "../P/small.jpg", 10).await;
+        assert!(matches!(got, Err(Error::Invalid(_))));
     }
 
     #[tokio::test]

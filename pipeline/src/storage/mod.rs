@@ -5,6 +5,11 @@
 //! (a reader sees the old object, the whole new one, or nothing — never half of it), and
 //! `list` returns every key under a prefix however many pages the backend needs.
 //!
+//! Small pointer objects (a registry's `CURRENT`) are replaced with a compare-and-swap:
+//! [`Storage::get_versioned`] reads the object with a [`Version`] token, and
+//! [`Storage::put_if_version`] writes only while the object is still at that version
+//! (a lock plus a content check on a local disk, `If-Match` / `If-None-Match` on S3).
+//!
 //! Locations: a path, `file:///abs/path`, or `s3://bucket/prefix`.
 
 mod local;
@@ -35,6 +40,28 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// One state of an object, for [`Storage::put_if_version`]. It changes whenever the content
+/// does (an S3 ETag, a content hash on a local disk), so an object rewritten with the very
+/// same bytes keeps its version: pointers that only move forward never repeat a state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(String);
+
+impl Version {
+    pub fn new(token: impl Into<String>) -> Self {
+        Version(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Object storage rooted at one location.
 pub trait Storage: Send + Sync {
     /// Where this storage points (for messages and for handing to workers).
@@ -47,6 +74,18 @@ pub trait Storage: Send + Sync {
     /// it, `Ok(false)` when one already existed (another writer got there first). Atomic
     /// like `put`; registries claim version numbers with it.
     fn put_if_absent<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, bool>;
+    /// The whole object with its version; [`Error::NotFound`] when there is none.
+    fn get_versioned<'a>(&'a self, key: &'a str) -> BoxFuture<'a, (Bytes, Version)>;
+    /// Replace the object only while it is still at `expected` (`None`: only while there is
+    /// no object): `Ok(true)` when this call wrote it, `Ok(false)` when another writer
+    /// changed it first (read it again and retry). Atomic and durable like `put`; for small
+    /// pointer objects only (never multipart).
+    fn put_if_version<'a>(
+        &'a self,
+        key: &'a str,
+        data: Bytes,
+        expected: Option<&'a Version>,
+    ) -> BoxFuture<'a, bool>;
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<ObjectInfo>>;
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool>;
@@ -170,6 +209,35 @@ pub struct StorageOptions {
     /// Region; else `AWS_REGION` / the profile, else us-east-1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// How long S3 calls may take, so a stalled endpoint fails a call instead of hanging it.
+    #[serde(default)]
+    pub timeouts: S3Timeouts,
+}
+
+/// Time limits and retries of every S3 call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3Timeouts {
+    /// Opening a connection.
+    pub connect: std::time::Duration,
+    /// Waiting for the first byte of an answer, and for each further part of a body.
+    pub read: std::time::Duration,
+    /// One whole call, retries and reading the body included.
+    pub operation: std::time::Duration,
+    /// Attempts per call (1 = no retry) for errors worth retrying.
+    pub max_attempts: u32,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        // Generous enough for an 8 MiB part on a slow link; a dead endpoint still fails
+        // within a few minutes at worst instead of never.
+        S3Timeouts {
+            connect: std::time::Duration::from_secs(5),
+            read: std::time::Duration::from_secs(60),
+            operation: std::time::Duration::from_secs(300),
+            max_attempts: 3,
+        }
+    }
 }
 
 /// Open storage at a location.

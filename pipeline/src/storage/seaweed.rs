@@ -138,6 +138,7 @@ impl SeaweedFs {
         StorageOptions {
             s3_endpoint: Some(self.endpoint()),
             region: Some(REGION.into()),
+            ..StorageOptions::default()
         }
     }
 }

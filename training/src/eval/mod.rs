@@ -92,7 +92,7 @@ impl EvaluationReport {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("metrics.json");
         let text =
-            serde_json::to_string_pretty(self).map_err(|e| Error::json("metrics.json", e))?;
+            crate::json::to_string_pretty(self).map_err(|e| Error::json("metrics.json", e))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
         plot_roc(&self.roc, &dir.join("roc.png"))
     }

@@ -87,7 +87,9 @@ pub struct NamedPair {
 }
 
 /// Parse LFW's `pairs.txt`: a header `FOLDS N`, then per fold N same pairs `name i j` and N
-/// different pairs `name1 i name2 j`.
+/// different pairs `name1 i name2 j`. The header is checked against the lines the file
+/// really has before anything is allocated for it, so a header promising billions of pairs
+/// is an error, not an allocation.
 pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let header = lines
@@ -107,12 +109,24 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
             )))
         }
     };
+    let body: Vec<&str> = lines.collect();
+    let promised = folds
+        .checked_mul(per)
+        .and_then(|n| n.checked_mul(2))
+        .filter(|&n| n == body.len())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "pairs header {header:?} promises {folds} folds × 2×{per} pairs, but the file \
+                 has {} pair lines: fix the header (LFW's is `10 300`)",
+                body.len()
+            ))
+        })?;
     let num = |s: &str, line: &str| {
         s.parse::<u32>()
             .map_err(|_| Error::Invalid(format!("bad image number in pairs line {line:?}")))
     };
-    let mut out = Vec::with_capacity(folds * per * 2);
-    for (i, line) in lines.enumerate() {
+    let mut out = Vec::with_capacity(promised);
+    for (i, line) in body.into_iter().enumerate() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let fold = if per == 0 { 0 } else { i / (2 * per) };
         let pair = match f.as_slice() {
@@ -136,13 +150,6 @@ pub fn parse_lfw_pairs(text: &str) -> Result<Vec<NamedPair>> {
             }
         };
         out.push(pair);
-    }
-    if out.len() != folds * per * 2 {
-        return Err(Error::Invalid(format!(
-            "pairs header promises {folds} folds × {} pairs, the file has {}",
-            2 * per,
-            out.len()
-        )));
     }
     Ok(out)
 }
@@ -204,6 +211,17 @@ mod tests {
         assert_eq!(p[1].b, ("C_D".to_string(), 3));
         assert_eq!([p[0].fold, p[1].fold, p[2].fold, p[3].fold], [0, 0, 1, 1]);
         assert!(parse_lfw_pairs("10 300\nA 1\n").is_err());
+        // A header far beyond the file (or beyond usize) is refused before any allocation.
+        for header in [
+            "10 999999999999",
+            "18446744073709551615 2",
+            "3 6148914691236517206",
+        ] {
+            let e = parse_lfw_pairs(&format!("{header}\nX 1 2\nY 1 Z 1\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("but the file has 2 pair lines"), "{e}");
+        }
         assert_eq!(lfw_image_number("Abel_Pacheco_0004.jpg"), Some(4));
     }
 }

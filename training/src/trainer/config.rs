@@ -210,6 +210,23 @@ impl TrainConfig {
     /// Refuse combinations that cannot work, with the flag to change.
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
+        // Every number is also written into state.json and model.json, which hold no ±∞/NaN.
+        for (flag, v) in [
+            ("--scale", self.scale),
+            ("--margin", self.margin),
+            ("--lr", self.lr),
+            ("--backbone-lr-mult", self.backbone_lr_mult),
+            ("momentum", self.momentum),
+            ("--weight-decay", self.weight_decay),
+            ("--warmup-epochs", self.warmup_epochs),
+            ("--target-far", self.target_far),
+            ("--val-people", self.split.val),
+            ("--test-people", self.split.test),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("{flag} must be a finite number, not {v}"));
+            }
+        }
         if self.arch == Arch::Mobilefacenet && self.init == Init::Pretrained {
             return bad("there are no pretrained MobileFaceNet weights: use --init scratch".into());
         }
@@ -271,6 +288,17 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(bad.check().is_err());
+        let e = TrainConfig {
+            scale: f64::INFINITY,
+            ..TrainConfig::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--scale must be a finite number, not inf"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -85,7 +85,10 @@ pub struct TrainState {
     pub completed_epochs: usize,
     pub global_step: usize,
     pub best_epoch: Option<usize>,
-    pub best_score: f64,
+    /// Score of the best epoch so far; `None` before any epoch scored a finite value.
+    /// (Checkpoints written before this was optional hold `null` here for "none yet".)
+    #[serde(default)]
+    pub best_score: Option<f64>,
     pub epochs_without_improvement: usize,
     pub stopped_early: bool,
     pub history: Vec<EpochLog>,
@@ -101,12 +104,15 @@ pub struct TrainSummary {
     pub state: TrainState,
     pub metrics: serde_json::Value,
     pub threshold: f32,
-    /// Validation score of the kept epoch (balanced verification accuracy, or −train loss).
-    pub best_score: f64,
+    /// Validation score of the kept epoch (balanced verification accuracy, or −train loss);
+    /// `None` when no epoch scored a finite value.
+    pub best_score: Option<f64>,
 }
 
+/// Write `value` as JSON, refusing NaN and ±∞ (they would read back as `null` and break
+/// `--resume`).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
+    let text = crate::json::to_string_pretty(value)
         .map_err(|e| Error::json(path.display().to_string(), e))?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
@@ -327,10 +333,8 @@ pub fn train_on(
             "--stop-after must be at least 1 (it counts completed epochs)".into(),
         ));
     }
-    let ckpt = out.join(CHECKPOINT_DIR);
-    std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
-    let state_path = ckpt.join(STATE_FILE);
-
+    // The split is checked before anything is written: a held-out set too small to
+    // evaluate must fail now, not after every epoch has run.
     let split = IdentitySplit::new(&faces.counts(), &cfg.split, 2)?;
     let train_set = faces.subset(&split.train);
     let val_set = faces.subset(&split.val);
@@ -341,6 +345,9 @@ pub fn train_on(
             train_set.classes
         )));
     }
+    let ckpt = out.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
+    let state_path = ckpt.join(STATE_FILE);
 
     let mut state = if opts.resume {
         if !state_path.is_file() {
@@ -377,7 +384,7 @@ pub fn train_on(
             completed_epochs: 0,
             global_step: 0,
             best_epoch: None,
-            best_score: f64::NEG_INFINITY,
+            best_score: None,
             epochs_without_improvement: 0,
             stopped_early: false,
             history: Vec::new(),
@@ -460,6 +467,8 @@ pub fn train_on(
         };
         let started = Instant::now();
         let (mut loss_sum, mut acc_sum, mut steps, mut images) = (0f64, 0f64, 0usize, 0usize);
+        // fp16 steps whose loss overflowed are skipped; they stay out of the epoch's means.
+        let mut finite_steps = 0usize;
         let mut lr = cfg.lr;
         for batch in loader.epoch(epoch as u64).take(steps_per_epoch) {
             let batch = batch?;
@@ -487,8 +496,11 @@ pub fn train_on(
             steps += 1;
             state.global_step += 1;
             images += batch.indices.len();
-            loss_sum += loss;
-            acc_sum += acc;
+            if loss.is_finite() && acc.is_finite() {
+                finite_steps += 1;
+                loss_sum += loss;
+                acc_sum += acc;
+            }
             let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
                 "loss {loss:.3} acc {acc:.2} lr {lr:.2e} {rate:.0} img/s"
@@ -506,7 +518,15 @@ pub fn train_on(
         }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        let steps_f = steps.max(1) as f64;
+        if finite_steps == 0 {
+            return Err(Error::Invalid(format!(
+                "every step of epoch {} had a non-finite loss ({steps} steps skipped by the fp16 \
+                 loss scale): lower --lr (now {}) or use --precision bf16",
+                epoch + 1,
+                cfg.lr
+            )));
+        }
+        let steps_f = finite_steps as f64;
         let val = if val_set.is_empty() {
             None
         } else {
@@ -552,8 +572,9 @@ pub fn train_on(
         // Weights and optimiser state first, state.json last: it is what says an epoch is done.
         write_atomic(&ckpt.join(LAST_WEIGHTS), |p| Ok(model.vs.save(p)?))?;
         write_atomic(&opt_path, |p| opt.save(p))?;
-        if score > state.best_score {
-            state.best_score = score;
+        // A non-finite score never becomes the best (and never reaches state.json).
+        if score.is_finite() && state.best_score.is_none_or(|best| score > best) {
+            state.best_score = Some(score);
             state.best_epoch = Some(epoch + 1);
             state.epochs_without_improvement = 0;
             write_atomic(&ckpt.join(BEST_WEIGHTS), |p| Ok(model.vs.save(p)?))?;
@@ -654,6 +675,15 @@ fn finish(
         validate::threshold_at_far(&g, &i, cfg.target_far)
     };
     let threshold = 1.0 - sim_thr;
+    if !threshold.is_finite() {
+        return Err(Error::Invalid(format!(
+            "the calibrated threshold came out as {threshold}: the validation embeddings are \
+             not finite; lower --lr (now {}) and train again",
+            cfg.lr
+        )));
+    }
+    let validation =
+        crate::json::to_value(&val_summary).map_err(|e| Error::json("validation summary", e))?;
     let mut metrics = serde_json::json!({
         "threshold": {
             "distance": "cosine",
@@ -662,7 +692,7 @@ fn finish(
             "calibrated_on": if calib_set.is_some() { "validation people" } else { "none (default 0.5)" },
             "validation_tar_at_target_far": val_tar,
         },
-        "validation": val_summary,
+        "validation": validation,
         "best_epoch": state.best_epoch,
         "epochs_run": state.completed_epochs,
         "stopped_early": state.stopped_early,
@@ -699,12 +729,12 @@ fn finish(
         )?;
         crate::eval::plot_roc(&report.roc, &out.join("roc.png"))?;
         metrics["test"] =
-            serde_json::to_value(&report).map_err(|e| Error::json("test report", e))?;
+            crate::json::to_value(&report).map_err(|e| Error::json("test report", e))?;
     }
     let mut json = ModelJson::new(cfg.arch_name(), input, cfg.embedding_dim as usize, metric);
-    json.training = serde_json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
+    json.training = crate::json::to_value(cfg).map_err(|e| Error::json("training config", e))?;
     json.training["history"] =
-        serde_json::to_value(&state.history).map_err(|e| Error::json("history", e))?;
+        crate::json::to_value(&state.history).map_err(|e| Error::json("history", e))?;
     json.metrics = metrics.clone();
     artifact::save(out, &model.vs, &json)?;
     write_json(&out.join("metrics.json"), &metrics)?;
@@ -722,4 +752,74 @@ fn finish(
         threshold,
         best_score: state.best_score,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with(val: PairSummary, best_score: Option<f64>, loss: f64) -> TrainState {
+        TrainState {
+            config: TrainConfig::default(),
+            split: IdentitySplit {
+                train: vec!["a".into(), "b".into()],
+                val: vec!["c".into(), "d".into()],
+                test: Vec::new(),
+            },
+            classes: 2,
+            completed_epochs: 1,
+            global_step: 3,
+            best_epoch: best_score.map(|_| 1),
+            best_score,
+            epochs_without_improvement: 0,
+            stopped_early: false,
+            history: vec![EpochLog {
+                epoch: 1,
+                steps: 3,
+                train_loss: loss,
+                train_accuracy: 0.5,
+                lr: 0.01,
+                images_per_s: 10.0,
+                seconds: 1.0,
+                val: Some(val),
+            }],
+            loss_scale: None,
+        }
+    }
+
+    #[test]
+    fn a_state_without_a_best_threshold_round_trips() {
+        // Validation that never beats chance has no best threshold (it used to be +inf,
+        // written as null, and the checkpoint could not be read back).
+        let chance = validate::summarise(&[0.5, 0.5], &[0.5, 0.5]);
+        assert_eq!(chance.best_threshold, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        for state in [
+            state_with(chance, None, 1.5),
+            state_with(chance, Some(0.5), 1.5),
+        ] {
+            write_json(&path, &state).unwrap();
+            let back: TrainState = read_json(&path).unwrap();
+            assert_eq!(back, state);
+        }
+        // What the old code wrote for +inf / −inf reads back as "none".
+        let mut legacy: serde_json::Value =
+            serde_json::to_value(state_with(chance, None, 1.5)).unwrap();
+        legacy["best_score"] = serde_json::Value::Null;
+        legacy["history"][0]["val"]["best_threshold"] = serde_json::Value::Null;
+        std::fs::write(&path, legacy.to_string()).unwrap();
+        let back: TrainState = read_json(&path).unwrap();
+        assert_eq!(back.best_score, None);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let state = state_with(PairSummary::default(), Some(0.5), f64::NAN);
+        let e = write_json(&path, &state).unwrap_err().to_string();
+        assert!(e.contains("history[0].train_loss is NaN"), "{e}");
+        assert!(!path.exists());
+    }
 }

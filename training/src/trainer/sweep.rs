@@ -20,7 +20,8 @@ pub struct SweepPoint {
     pub lr: f64,
     pub margin: f64,
     pub dir: PathBuf,
-    /// The run's score (see the module docs); `None` when it failed.
+    /// The run's score (see the module docs); `None` when it failed or no epoch scored a
+    /// finite value.
     pub score: Option<f64>,
     pub best_epoch: Option<usize>,
     /// Validation verification at the kept epoch.
@@ -87,7 +88,7 @@ pub fn run(
                             lr: cfg.lr,
                             margin: cfg.margin,
                             dir: dir.clone(),
-                            score: r.as_ref().ok().map(|r| r.best_score),
+                            score: r.as_ref().ok().and_then(|r| r.best_score),
                             best_epoch: r.as_ref().ok().and_then(|r| r.state.best_epoch),
                             validation: kept.and_then(|h| h.val),
                             error: r.as_ref().err().map(|e| e.to_string()),
@@ -97,11 +98,12 @@ pub fn run(
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
+                .zip(chunk)
+                .map(|(h, (cfg, dir))| {
                     h.join().unwrap_or_else(|_| SweepPoint {
-                        lr: f64::NAN,
-                        margin: f64::NAN,
-                        dir: PathBuf::new(),
+                        lr: cfg.lr,
+                        margin: cfg.margin,
+                        dir: dir.clone(),
                         score: None,
                         best_epoch: None,
                         validation: None,
@@ -133,7 +135,7 @@ pub fn run(
     };
     points.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
     // The report first, so it exists even when every run failed.
-    let text = serde_json::to_string_pretty(&points).map_err(|e| Error::json("sweep", e))?;
+    let text = crate::json::to_string_pretty(&points).map_err(|e| Error::json("sweep.json", e))?;
     let path = out.join("sweep.json");
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;

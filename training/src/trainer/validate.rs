@@ -72,8 +72,10 @@ pub struct PairSummary {
     pub auc: f64,
     /// Accuracy at the best similarity threshold, genuine and impostor pairs weighted equally.
     pub best_balanced_accuracy: f64,
-    /// Similarity at which that accuracy is reached.
-    pub best_threshold: f32,
+    /// Similarity at which that accuracy is reached (pairs scoring at least this are
+    /// accepted); `None` when no threshold beats rejecting every pair.
+    #[serde(default)]
+    pub best_threshold: Option<f32>,
 }
 
 /// AUC and the best balanced accuracy.
@@ -88,7 +90,8 @@ pub fn summarise(genuine: &[f32], impostor: &[f32]) -> PairSummary {
     let (ng, ni) = (genuine.len() as f64, impostor.len() as f64);
     let (mut tp, mut fp) = (0f64, 0f64);
     let mut auc = 0.0;
-    let mut best = (0.5, f32::INFINITY);
+    // Rejecting every pair scores 0.5 and has no finite threshold.
+    let mut best = (0.5, None);
     let mut i = 0;
     while i < all.len() {
         let s = all[i].0;
@@ -106,7 +109,7 @@ pub fn summarise(genuine: &[f32], impostor: &[f32]) -> PairSummary {
             auc += (fp - fp0) / ni * (tp + tp0) / (2.0 * ng);
             let acc = 0.5 * (tp / ng + (ni - fp) / ni);
             if acc > best.0 {
-                best = (acc, s);
+                best = (acc, Some(s));
             }
         }
     }
@@ -146,8 +149,14 @@ mod tests {
         let s = summarise(&[0.9, 0.8, 0.7], &[0.1, 0.2, 0.3, 0.4]);
         assert!((s.auc - 1.0).abs() < 1e-12);
         assert!((s.best_balanced_accuracy - 1.0).abs() < 1e-12);
+        assert_eq!(s.best_threshold, Some(0.7));
         let s = summarise(&[0.5, 0.5], &[0.5, 0.5]);
         assert!((s.auc - 0.5).abs() < 1e-12);
+        // Nothing beats rejecting every pair: no threshold, and the summary still writes
+        // and reads back as JSON.
+        assert_eq!(s.best_threshold, None);
+        let text = crate::json::to_string_pretty(&s).unwrap();
+        assert_eq!(serde_json::from_str::<PairSummary>(&text).unwrap(), s);
         let (thr, tar) = threshold_at_far(&[0.9, 0.35], &[0.1, 0.2, 0.3, 0.4], 0.25);
         assert_eq!(thr, 0.3);
         assert_eq!(tar, 1.0);

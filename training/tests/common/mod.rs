@@ -1,5 +1,5 @@
 //! Builds small prepared datasets from the ORL face database (92×112 greyscale face crops of
-//! 40 people, ../shared/data/faces/orl/sN/K.pgm): each crop resized to 150×150 RGB and written
+//! 40 people, assets/sample/orl/sN/K.pgm): each crop resized to 150×150 RGB and written
 //! as a real manifest + tar shard with the pipeline's `ShardWriter`, so tests and the ORL
 //! experiment exercise the same loader path as a dataset written by `facepipe prepare`.
 #![allow(dead_code)]
@@ -15,17 +15,16 @@ use facepipe_pipeline::detect::DetectorKind;
 use facepipe_pipeline::engine::FoundBy;
 use facepipe_pipeline::geometry::BBox;
 
-/// The shared sample data (`$FACEPIPE_SAMPLE_DATA` or ../shared/data/faces).
+/// The sample data committed with the project (`assets/sample`), or `$FACEPIPE_SAMPLE_DATA`.
 pub fn sample_data() -> PathBuf {
     std::env::var_os("FACEPIPE_SAMPLE_DATA")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
-                .join("..")
-                .join("shared")
-                .join("data")
-                .join("faces")
+                .join("assets")
+                .join("sample")
         })
 }
 
@@ -37,6 +36,13 @@ pub fn write_orl_dataset(
     images: usize,
 ) -> anyhow::Result<Manifest> {
     let orl = sample_data().join("orl");
+    // The ORL photos are committed: without them the test fails (in CI and elsewhere).
+    anyhow::ensure!(
+        orl.is_dir(),
+        "no ORL sample data at {}: restore assets/sample/orl from the repository or point \
+         FACEPIPE_SAMPLE_DATA at a folder holding orl/",
+        orl.display()
+    );
     std::fs::create_dir_all(out.join("shards"))?;
     let shard_rel = "shards/shard-00000.tar".to_string();
     let mut writer = ShardWriter::new(std::fs::File::create(out.join(&shard_rel))?);
