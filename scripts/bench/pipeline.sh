@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
-DATA="${FACEPIPE_SAMPLE_DATA:-../shared/data/faces}"
+DATA="${FACEPIPE_SAMPLE_DATA:-assets/sample}"
 DIRS=("$@")
 [ ${#DIRS[@]} -gt 0 ] || DIRS=("$DATA/people" "$DATA/scenes")
-REF="${FACEPIPE_REFERENCE:-../shared/reference}"
+# The numpy reference pipeline (the baseline run beside us) is not part of the repository.
+REF="${FACEPIPE_REFERENCE:?set FACEPIPE_REFERENCE to the folder of the numpy reference pipeline (faceapi_np.py, pipeline.py): the baseline this benchmark runs beside}"
 mkdir -p bench/results
 BASE=bench/results/pipeline_reference.json
 

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/env.sh
 ROOT="$PWD"
-DATA="${FACEPIPE_SAMPLE_DATA:-$ROOT/../shared/data/faces}"
+DATA="${FACEPIPE_SAMPLE_DATA:-$ROOT/assets/sample}"
 REPEATS="${REPEATS:-3}"
 SWEEP_REPEATS="${SWEEP_REPEATS:-2}"
 SWEEP="${SWEEP:-4 8 16 32}"

@@ -28,7 +28,7 @@ use crate::common::{parse_device, GlobalArgs};
 #[command(after_help = "Examples:\n  \
     facepipe evaluate pretrained prepared/people\n  \
     facepipe evaluate runs/ft1 prepared/lfw --pairs lfw/pairs.txt --out runs/ft1/eval-lfw\n  \
-    facepipe evaluate pretrained ../shared/data/faces/people   # raw photos: detected and aligned first")]
+    facepipe evaluate pretrained assets/sample/people            # raw photos: detected and aligned first")]
 pub struct EvaluateArgs {
     /// `pretrained` (face-api's 128-d network) or a model folder written by `facepipe train`.
     #[arg(value_name = "MODEL")]
