@@ -255,6 +255,22 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// One GET of `key`, shared by the plain and the versioned read.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))
+    }
+}
+
 impl Storage for S3Storage {
     fn location(&self) -> &Location {
         &self.location
@@ -262,28 +278,14 @@ impl Storage for S3Storage {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Bytes> {
         Box::pin(async move {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-                .map_err(|e| self.error(key, e))?;
+            let out = self.get_object(key).await?;
             self.read_body(key, out.body).await
         })
     }
 
     fn get_versioned<'a>(&'a self, key: &'a str) -> BoxFuture<'a, (Bytes, Version)> {
         Box::pin(async move {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-                .map_err(|e| self.error(key, e))?;
+            let out = self.get_object(key).await?;
             let Some(etag) = out.e_tag().map(str::to_string) else {
                 return Err(Error::Storage {
                     location: self.location.display_key(key),
