@@ -170,7 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let files = photos(&dirs);
     if files.is_empty() {
-        return Err("no photos found: pass folders such as ../shared/data/faces/people".into());
+        return Err("no photos found: pass folders such as assets/sample/people".into());
     }
     let models = ModelDir::locate(None)?;
     let opts = |kind| DetectorOptions {

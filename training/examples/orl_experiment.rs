@@ -1,7 +1,7 @@
 //! The ORL fine-tuning experiment: does fine-tuning the pretrained 128-d ResNet on ORL
 //! people s1–s30 improve verification on the held-out people s31–s40?
 //!
-//! Builds two prepared datasets from ../shared/data/faces/orl (crops resized to 150×150),
+//! Builds two prepared datasets from assets/sample/orl (crops resized to 150×150),
 //! fine-tunes on s1–s30 (5 of them held out for validation / threshold calibration), then
 //! scores the *same* pairs of s31–s40 with the pretrained and the fine-tuned model through
 //! the same `Embedder` path the service uses, and writes the comparison as JSON.
