@@ -16,6 +16,14 @@ pub struct GlobalArgs {
     /// Print only results and errors (no progress bars).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Threads of the embedding network on CPU (libtorch; default: the cores this process
+    /// may use).
+    #[arg(long, global = true, env = "FACEPIPE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Threads inside each detector matrix product (default: 1 for batch commands, which
+    /// run photos in parallel instead; `serve` and `deploy` use --threads).
+    #[arg(long, global = true, env = "FACEPIPE_GEMM_THREADS", value_name = "N")]
+    pub gemm_threads: Option<usize>,
 }
 
 impl GlobalArgs {
@@ -31,14 +39,25 @@ pub fn init_tracing(global: &GlobalArgs) {
         (true, _) => "error",
         // The commands print their own progress and results; logs are for -v.
         (false, 0) => "warn",
-        (false, 1) => "info",
-        _ => "debug",
+        (false, 1) => "debug",
+        _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The process's thread pools, set once before any work. A service answers one photo per
+/// request, so its detector products may use as many threads as the embedder; batch
+/// commands parallelise over photos and keep one thread per product.
+pub fn init_threads(global: &GlobalArgs, serves: bool) {
+    facepipe_model::set_threads(global.threads);
+    let per_product = global
+        .gemm_threads
+        .or_else(|| serves.then(|| usize::try_from(tch::get_num_threads()).unwrap_or(1)));
+    facepipe_pipeline::nn::set_gemm_threads(per_product.map(|n| n.max(1)));
 }
 
 /// Parse `auto|cpu|cuda|cuda:N` into a tch device.

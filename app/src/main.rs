@@ -1,5 +1,5 @@
 //! `facepipe`: the command-line entry point. Parsing and wiring only; the work lives in the
-//! library crates (pipeline, training, serving).
+//! library crates (pipeline, model, training, serving).
 
 mod cmd;
 mod common;
@@ -47,6 +47,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing(&cli.global);
+    let serves = matches!(cli.command, Command::Serve(_) | Command::Deploy(_));
+    common::init_threads(&cli.global, serves);
     let result = match cli.command {
         Command::Faces(a) => cmd::faces::run(&cli.global, a),
         Command::Compare(a) => cmd::compare::run(&cli.global, a),
@@ -61,9 +63,19 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`facepipe faces --json | head`) ends the output; it
+        // is not a failure of the command.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -115,6 +115,13 @@ impl FaceEngine {
         }
         let found = self.detector.detect(image);
         let faces = self.with_landmarks(image, &found, FoundBy::Detector);
+        tracing::trace!(
+            width = image.width(),
+            height = image.height(),
+            detections = found.len(),
+            faces = faces.len(),
+            "detected"
+        );
         if !faces.is_empty() || !self.options.tight_crop_fallback {
             return faces;
         }
@@ -128,6 +135,13 @@ impl FaceEngine {
             score: 0.0,
         };
         self.with_landmarks(image, &[whole], FoundBy::WholeImage)
+    }
+
+    /// The largest face of the photo (by box area): enrolment, comparison and dataset photos
+    /// are of one person, and the largest face is the one the photo is of.
+    pub fn largest_face(&self, image: &RgbImage) -> Option<Face> {
+        let faces = self.faces(image);
+        largest(&faces).cloned()
     }
 
     fn with_landmarks(&self, image: &RgbImage, dets: &[Detection], by: FoundBy) -> Vec<Face> {
@@ -184,6 +198,13 @@ impl FaceEngine {
     }
 }
 
+/// The face with the largest box, if any (of equal boxes, the last).
+pub fn largest(faces: &[Face]) -> Option<&Face> {
+    faces
+        .iter()
+        .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+}
+
 /// A copy of `image` small enough that padding it by [`RETRY_PADDING`] on each side stays
 /// within [`RETRY_MAX_SIDE`], with the x and y scale factors; `None` (scale 1) when the
 /// photo already fits.
@@ -203,6 +224,23 @@ fn shrink_for_padding(image: &RgbImage) -> (Option<RgbImage>, f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn face(w: f32) -> Face {
+        Face {
+            bbox: BBox::new(0.0, 0.0, w, w),
+            score: 0.5,
+            landmarks: Vec::new(),
+            found_by: FoundBy::Detector,
+        }
+    }
+
+    #[test]
+    fn the_largest_box_wins_and_the_last_of_equals() {
+        assert!(largest(&[]).is_none());
+        let faces = [face(10.0), face(30.0), face(20.0), face(30.0)];
+        let best = largest(&faces).unwrap();
+        assert!(std::ptr::eq(best, &faces[3]));
+    }
 
     #[test]
     fn small_photos_are_padded_as_they_are() {

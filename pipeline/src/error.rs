@@ -37,6 +37,19 @@ pub enum Error {
     /// Any other invalid argument or input (bad location, bad option value).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A photo collection with no photo in the `IDENTITY/PHOTO` layout.
+    #[error(
+        "{location} holds no photos in the expected layout IDENTITY/PHOTO \
+         (e.g. Ada_Lovelace/Ada_Lovelace_0001.jpg, formats: {formats})"
+    )]
+    NoPhotos { location: String, formats: String },
+    /// A path that should be a readable folder of `IDENTITY/PHOTO` folders.
+    #[error("cannot read the folder {path}: {source} (expected IDENTITY/PHOTO folders)")]
+    NotAFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     // --- setup: something must be installed or configured first ---
     /// The pretrained weights are not where we looked.
@@ -93,6 +106,8 @@ impl Error {
                 | Error::TooManyBytes { .. }
                 | Error::LimitExceeded { .. }
                 | Error::Invalid(_)
+                | Error::NoPhotos { .. }
+                | Error::NotAFolder { .. }
         )
     }
 

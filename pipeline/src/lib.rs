@@ -21,6 +21,7 @@
 //! - [`landmarks`]: the 68-point landmark network.
 //! - [`align`]: landmark-driven crops for the embedding network.
 //! - [`engine`]: detect → landmarks → align in one call, with the tight-crop fallback.
+//! - [`metric`]: how two embeddings are compared (distance kind and threshold).
 //! - [`dataset`]: raw LFW-style layouts, the prepared-dataset manifest and tar shards.
 //! - [`storage`]: object storage over a local directory or S3.
 //! - [`fanout`]: the prepare protocol, its executors (local pool, AWS Lambda) and the worker.
@@ -34,6 +35,7 @@ pub mod fanout;
 pub mod geometry;
 pub mod image_io;
 pub mod landmarks;
+pub mod metric;
 pub mod models;
 pub mod nn;
 pub mod storage;
@@ -48,4 +50,5 @@ pub use error::{Error, Result};
 pub use geometry::{BBox, Point};
 pub use image_io::DecodeLimits;
 pub use landmarks::{LandmarkNet, Landmarks68};
+pub use metric::{DistanceKind, Metric, PRETRAINED_METRIC};
 pub use models::ModelDir;

@@ -166,7 +166,7 @@ def main():
     report = {
         "impl": "pytorch eager",
         "torch": torch.__version__,
-        "arch": "faceapi_resnet" if arch != "mobilefacenet" else "mobilefacenet",
+        "arch": "resnet128" if arch != "mobilefacenet" else "mobilefacenet",
         "batch": batch,
         "steps": steps,
         "precision": precision,

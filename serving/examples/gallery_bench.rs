@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
+use facepipe_pipeline::DistanceKind;
 use facepipe_serving::gallery::search_stats;
 use facepipe_serving::Gallery;
-use facepipe_training::DistanceKind;
 
 const DIM: usize = 128;
 const K: usize = 5;

@@ -108,7 +108,7 @@ impl Health {
     fn record<T>(&self, outcome: &Result<T>) {
         match outcome {
             Ok(_) => self.failures_in_a_row.store(0, Ordering::Release),
-            Err(Error::Internal(_) | Error::Model(_)) => {
+            Err(Error::Internal(_) | Error::Model(_) | Error::Network(_) | Error::Pipeline(_)) => {
                 self.failures_in_a_row.fetch_add(1, Ordering::AcqRel);
             }
             Err(_) => {}

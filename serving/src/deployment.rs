@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use facepipe_training::{DistanceKind, Metric};
+use facepipe_pipeline::Metric;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
@@ -187,17 +187,10 @@ fn to_json<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(format!("encoding {name}: {e}")))
 }
 
-/// The default metric of a model when the artifact does not say: the pretrained network's.
-pub fn pretrained_metric() -> Metric {
-    Metric {
-        distance: DistanceKind::Euclidean,
-        threshold: 0.6,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use facepipe_pipeline::DistanceKind;
 
     #[test]
     fn bundle_round_trips_through_disk() {
@@ -218,7 +211,7 @@ mod tests {
             name: Some("test".into()),
             created: now_rfc3339(),
             model: ModelRef::pretrained(),
-            metric: pretrained_metric(),
+            metric: facepipe_pipeline::PRETRAINED_METRIC,
             embedding_dim: 4,
             people: 2,
             embeddings: 3,

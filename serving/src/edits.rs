@@ -205,30 +205,13 @@ fn publish(state: &AppState, edit: &Edit) -> Result<Edited> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{pretrained_metric, DeploymentInfo};
-    use facepipe_training::DistanceKind;
+    use crate::test_fixtures::bundle_with;
 
+    /// Version 7 of a deployment with one person, "ada", enrolled twice.
     fn base() -> Bundle {
-        let mut gallery = Gallery::empty(DistanceKind::Euclidean, 2);
-        gallery
-            .add("ada", &[vec![1.0, 0.0], vec![0.9, 0.1]], "a")
-            .unwrap_or_else(|e| panic!("{e}"));
-        Bundle {
-            info: DeploymentInfo {
-                version: 7,
-                name: None,
-                created: now_rfc3339(),
-                model: ModelRef::pretrained(),
-                metric: pretrained_metric(),
-                embedding_dim: 2,
-                people: 1,
-                embeddings: 2,
-                gallery_source: "test".into(),
-                parent: None,
-                reason: "deploy".into(),
-            },
-            gallery,
-        }
+        let mut base = bundle_with("ada", &[[1.0, 0.0], [0.9, 0.1]]);
+        base.info.version = 7;
+        base
     }
 
     #[test]

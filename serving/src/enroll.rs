@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use facepipe_pipeline::dataset::layout::{list_photo_folder, LabelledPhoto};
 use facepipe_pipeline::dataset::{Manifest, MANIFEST_FILE};
 use facepipe_pipeline::{image_io, FaceEngine};
 use image::RgbImage;
@@ -11,15 +12,17 @@ use image::RgbImage;
 use crate::deployment::{now_rfc3339, Bundle, DeploymentInfo, ModelRef};
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
-use crate::recognizer::Recognizer;
+use crate::model::LoadedModel;
 
 /// Photos embedded per batch.
 const BATCH: usize = 32;
 
-/// File extensions read as photos (content decides the format; this only skips other files).
-const PHOTO_EXTENSIONS: [&str; 10] = [
-    "jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff", "pgm", "ppm",
-];
+/// How far a gallery build has come, reported after each photo or crop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnrollProgress {
+    pub done: usize,
+    pub total: usize,
+}
 
 /// What happened to one gallery photo.
 #[derive(Clone, Debug)]
@@ -35,69 +38,25 @@ pub struct BuiltGallery {
     pub skipped: Vec<Skipped>,
 }
 
-/// `(person, photo)` for every photo in `root/Person/*`, sorted.
-pub fn list_photos(root: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let read = |dir: &Path| {
-        std::fs::read_dir(dir).map_err(|e| {
-            Error::BadRequest(format!(
-                "cannot read the gallery folder {}: {e} (expected Name/photo.jpg folders)",
-                dir.display()
-            ))
-        })
-    };
-    let mut out = Vec::new();
-    for person in read(root)? {
-        let person = person.map_err(|e| Error::BadRequest(e.to_string()))?.path();
-        if !person.is_dir() {
-            continue;
-        }
-        let Some(name) = person
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        for photo in read(&person)? {
-            let photo = photo.map_err(|e| Error::BadRequest(e.to_string()))?.path();
-            let is_photo = photo
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| PHOTO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if photo.is_file() && is_photo {
-                out.push((name.clone(), photo));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Detect, align and embed the largest face of every photo of `root/Person/*`.
 /// `engine` finds faces (for galleries, one with the tight-crop fallback so pre-aligned
-/// chips count); `recognizer` embeds. `progress(done, total)` is called after each photo.
+/// chips count); `recognizer` embeds. `progress` is called after each photo.
 pub fn gallery_from_photos(
     root: &Path,
     engine: &FaceEngine,
-    recognizer: &Recognizer,
-    progress: &dyn Fn(usize, usize),
+    recognizer: &LoadedModel,
+    progress: &dyn Fn(EnrollProgress),
 ) -> Result<BuiltGallery> {
-    let photos = list_photos(root)?;
-    if photos.is_empty() {
-        return Err(Error::BadRequest(format!(
-            "no photos found in {}: a gallery is a folder of Name/photo.jpg folders",
-            root.display()
-        )));
-    }
+    let photos = list_photo_folder(root)?;
     let mut gallery = Gallery::empty(recognizer.metric().distance, recognizer.dim());
     let mut skipped = Vec::new();
     let mut pending: Vec<(String, String, RgbImage)> = Vec::new();
     let total = photos.len();
-    for (i, (person, path)) in photos.iter().enumerate() {
+    for (i, LabelledPhoto { identity, path }) in photos.iter().enumerate() {
         match largest_crop(engine, path) {
             Ok(Some(crop)) => {
                 let source = relative(root, path);
-                pending.push((person.clone(), source, crop));
+                pending.push((identity.clone(), source, crop));
             }
             Ok(None) => skipped.push(Skipped {
                 path: path.clone(),
@@ -111,7 +70,7 @@ pub fn gallery_from_photos(
         if pending.len() >= BATCH || i + 1 == total {
             flush(&mut gallery, &mut pending, recognizer)?;
         }
-        progress(i + 1, total);
+        progress(EnrollProgress { done: i + 1, total });
     }
     if gallery.is_empty() {
         return Err(Error::NoFace(format!(
@@ -131,8 +90,8 @@ pub fn is_prepared_dataset(dir: &Path) -> bool {
 /// were aligned by `facepipe prepare`, so no detection runs here.
 pub fn gallery_from_dataset(
     dir: &Path,
-    recognizer: &Recognizer,
-    progress: &dyn Fn(usize, usize),
+    recognizer: &LoadedModel,
+    progress: &dyn Fn(EnrollProgress),
 ) -> Result<BuiltGallery> {
     let manifest = Manifest::load(dir)?;
     let total = manifest.sample_count() as usize;
@@ -154,7 +113,7 @@ pub fn gallery_from_dataset(
         if pending.len() >= BATCH {
             flush(&mut gallery, &mut pending, recognizer)?;
         }
-        progress(i + 1, total);
+        progress(EnrollProgress { done: i + 1, total });
     }
     flush(&mut gallery, &mut pending, recognizer)?;
     if gallery.is_empty() {
@@ -168,17 +127,15 @@ pub fn gallery_from_dataset(
 
 fn largest_crop(engine: &FaceEngine, path: &Path) -> Result<Option<RgbImage>> {
     let image = image_io::open(path, &engine.options().limits)?;
-    let faces = engine.faces(&image);
-    Ok(faces
-        .iter()
-        .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
-        .map(|f| engine.align(&image, f)))
+    Ok(engine
+        .largest_face(&image)
+        .map(|f| engine.align(&image, &f)))
 }
 
 fn flush(
     gallery: &mut Gallery,
     pending: &mut Vec<(String, String, RgbImage)>,
-    recognizer: &Recognizer,
+    recognizer: &LoadedModel,
 ) -> Result<()> {
     if pending.is_empty() {
         return Ok(());
@@ -202,7 +159,7 @@ fn relative(root: &Path, path: &Path) -> String {
 pub fn new_bundle(
     gallery: Gallery,
     model: ModelRef,
-    metric: facepipe_training::Metric,
+    metric: facepipe_pipeline::Metric,
     gallery_source: &str,
     name: Option<String>,
 ) -> Bundle {

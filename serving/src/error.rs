@@ -51,11 +51,26 @@ pub enum Error {
     /// Reading or writing the registry failed.
     #[error("registry error at {location}: {reason}")]
     Registry { location: String, reason: String },
-    /// Loading or running a network failed.
+    /// Loading or running a network failed (a condition the service found).
     #[error("model error: {0}")]
     Model(String),
+    /// The network, its weights or its artifact failed (the cause kept for the log).
+    #[error("model error: {0}")]
+    Network(#[source] facepipe_model::Error),
+    /// Storage, I/O or a worker failed beneath the service (the cause kept for the log).
+    #[error("internal error: {0}")]
+    Pipeline(#[source] facepipe_pipeline::Error),
     #[error("internal error: {0}")]
     Internal(String),
+
+    // --- starting the service ---
+    /// The listening socket could not be opened (never an HTTP answer).
+    #[error("cannot listen on {addr}: {source} (is another server using the port?)")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -79,9 +94,12 @@ impl Error {
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::NotReady(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Registry { .. } | Error::Model(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Registry { .. }
+            | Error::Model(_)
+            | Error::Network(_)
+            | Error::Pipeline(_)
+            | Error::Internal(_)
+            | Error::Listen { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -101,8 +119,10 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Overloaded { .. } => "overloaded",
             Error::Registry { .. } => "registry_error",
-            Error::Model(_) => "model_error",
+            Error::Model(_) | Error::Network(_) => "model_error",
+            Error::Pipeline(_) => "internal_error",
             Error::Internal(_) => "internal_error",
+            Error::Listen { .. } => "listen_error",
         }
     }
 
@@ -115,20 +135,43 @@ impl Error {
 impl From<facepipe_pipeline::Error> for Error {
     fn from(e: facepipe_pipeline::Error) -> Self {
         use facepipe_pipeline::Error as P;
-        // if-chains instead of a match: the pipeline may grow variants without breaking us.
-        let msg = e.to_string();
-        if matches!(e, P::Unreadable { .. }) {
-            Error::BadImage(msg)
-        } else if e.is_too_large() {
-            Error::TooLarge(msg)
-        } else if e.is_bad_input() {
-            Error::BadRequest(msg)
-        } else if matches!(e, P::NotFound(_)) {
-            Error::NotFound(msg)
-        } else if matches!(e, P::ModelsMissing { .. } | P::BadModel { .. }) {
-            Error::Model(msg)
-        } else {
-            Error::Internal(msg)
+        // Exhaustive: a new pipeline variant must be given its answer here.
+        match e {
+            P::Unreadable { .. } => Error::BadImage(e.to_string()),
+            P::TooLarge { .. } | P::TooManyBytes { .. } | P::LimitExceeded { .. } => {
+                Error::TooLarge(e.to_string())
+            }
+            P::Invalid(_) | P::NoPhotos { .. } | P::NotAFolder { .. } => {
+                Error::BadRequest(e.to_string())
+            }
+            P::NotFound(_) => Error::NotFound(e.to_string()),
+            P::ModelsMissing { .. } | P::BadModel { .. } => Error::Model(e.to_string()),
+            P::Storage { .. } | P::Worker(_) | P::Timeout(_) | P::Io { .. } | P::Json { .. } => {
+                Error::Pipeline(e)
+            }
+        }
+    }
+}
+
+impl From<facepipe_model::Error> for Error {
+    fn from(e: facepipe_model::Error) -> Self {
+        use facepipe_model::Error as M;
+        match e {
+            M::Pipeline(p) => Error::from(p),
+            M::EmptyCrop { .. } => Error::BadImage(e.to_string()),
+            // Only a deadline stops a recognition; callers that set one map it to their
+            // timeout first, so reaching here is a bug.
+            M::Cancelled => Error::Internal(e.to_string()),
+            M::InputSize { .. }
+            | M::BadArtifact { .. }
+            | M::UnknownArch(_)
+            | M::WeightsMismatch(_)
+            | M::NothingToSave
+            | M::OutputShape { .. }
+            | M::SelfCheck
+            | M::Torch(_)
+            | M::Io { .. }
+            | M::Json { .. } => Error::Network(e),
         }
     }
 }
@@ -190,7 +233,12 @@ impl Error {
     /// request id the answer carries.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Registry { .. } | Error::Model(_) | Error::Internal(_) => {
+            Error::Registry { .. }
+            | Error::Model(_)
+            | Error::Network(_)
+            | Error::Pipeline(_)
+            | Error::Internal(_)
+            | Error::Listen { .. } => {
                 "the service failed to answer this request; the failure is logged under the \
                  request id: quote it when reporting the problem"
                     .into()
@@ -221,5 +269,62 @@ impl IntoResponse for Error {
             _ => None,
         };
         error_response(status, self.code(), self.public_message(), retry_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_below_the_service_keep_their_cause_and_stay_out_of_the_answer() {
+        let secret = "/srv/registry/models/abc/model.json";
+        let io = std::io::Error::other("disk on fire");
+        let cases = [
+            Error::from(facepipe_model::Error::io(secret, io)),
+            Error::from(facepipe_pipeline::Error::Storage {
+                location: secret.into(),
+                reason: "denied".into(),
+            }),
+            Error::from(facepipe_model::Error::Pipeline(
+                facepipe_pipeline::Error::ModelsMissing {
+                    dir: secret.into(),
+                    hint: "install".into(),
+                },
+            )),
+        ];
+        for e in cases {
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+            assert!(e.to_string().contains(secret), "the log names it: {e}");
+            assert!(
+                !e.public_message().contains(secret),
+                "{}",
+                e.public_message()
+            );
+        }
+        let chained = Error::from(facepipe_model::Error::io(
+            secret,
+            std::io::Error::other("disk on fire"),
+        ));
+        let cause = std::error::Error::source(&chained).map(ToString::to_string);
+        assert!(
+            cause.is_some_and(|c| c.contains(secret)),
+            "the cause is kept"
+        );
+    }
+
+    #[test]
+    fn bad_input_from_below_is_the_request_s_fault() {
+        let e = Error::from(facepipe_model::Error::EmptyCrop {
+            width: 0,
+            height: 3,
+        });
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e = Error::from(facepipe_pipeline::Error::TooManyBytes {
+            bytes: 10,
+            limit: 5,
+        });
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.public_message().contains("exceeds the limit"));
     }
 }

@@ -28,7 +28,7 @@
 //! - [`enroll`]: building a gallery from a `Name/photo.jpg` folder for `facepipe deploy`.
 //! - [`gallery`]: all embeddings of all people; top-k search (an int8 scan that shortlists,
 //!   an exact rerank, and a bound that proves the answer equals the exact scan's).
-//! - [`recognizer`]: the networks (face engine + embedder), loaded once.
+//! - [`model`]: the model a deployment names, loaded once (a `facepipe_model::Recognizer`).
 //! - [`live`]: a loaded deployment and its answers (identify, verify), shared by the HTTP
 //!   handlers and `facepipe score --local`.
 //! - [`api`]: the axum router, auth, limits, timeouts; [`metrics`]: Prometheus text.
@@ -45,10 +45,13 @@ pub mod error;
 pub mod gallery;
 pub mod live;
 pub mod metrics;
-pub mod recognizer;
+pub mod model;
 pub mod registry;
 pub mod request;
 pub mod server;
+/// Test fixtures shared by the crate's unit tests, serving/tests and tests/tests (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_fixtures;
 pub mod web;
 
 pub use admission::AdmissionConfig;
@@ -57,6 +60,6 @@ pub use deployment::{Bundle, DeploymentInfo, ModelRef};
 pub use error::{Error, ErrorBody, Result};
 pub use gallery::{Candidate, Gallery};
 pub use live::{FaceResult, Identification, Live, LoadOptions, Match, Verification};
-pub use recognizer::Recognizer;
+pub use model::LoadedModel;
 pub use registry::Registry;
 pub use server::{serve, ServeOptions};

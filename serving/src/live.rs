@@ -5,15 +5,15 @@
 use std::sync::Arc;
 
 use facepipe_pipeline::geometry::{BBox, Point};
+use facepipe_pipeline::Metric;
 use facepipe_pipeline::{image_io, DecodeLimits, EngineOptions, FoundBy, ModelDir};
-use facepipe_training::Metric;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::deployment::{Bundle, DeploymentInfo};
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
-use crate::recognizer::Recognizer;
+use crate::model::LoadedModel;
 use crate::registry::Registry;
 use crate::request::Cancel;
 
@@ -48,7 +48,7 @@ impl LoadOptions {
 pub struct Live {
     pub info: DeploymentInfo,
     pub gallery: Gallery,
-    pub recognizer: Arc<Recognizer>,
+    pub recognizer: Arc<LoadedModel>,
 }
 
 /// One candidate in a face's top-k.
@@ -134,7 +134,7 @@ impl Live {
     ) -> Result<Live> {
         let recognizer = match previous {
             Some(p) if *p.recognizer.model() == bundle.info.model => p.recognizer.clone(),
-            _ => Arc::new(Recognizer::load(
+            _ => Arc::new(LoadedModel::load(
                 &options.models,
                 &bundle.info.model,
                 Some(registry),

@@ -81,12 +81,13 @@ pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
 /// briefly unreachable registry does not cost a serving version).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
 
+/// A handle on one registry; clones share its storage client and I/O runtime.
 #[derive(Clone)]
 pub struct Registry {
     location: Location,
     store: Arc<dyn Storage>,
     /// Where model artifacts are read from: the registry's own folder when it is local,
-    /// a download cache when it is S3.
+    /// a download cache when it is S3 ([`Registry::with_model_cache`]).
     models_dir: PathBuf,
     io: Arc<Io>,
 }
@@ -127,7 +128,7 @@ impl Registry {
                 }
                 root.join(MODELS)
             }
-            Location::S3 { .. } => model_cache_dir(),
+            Location::S3 { .. } => default_model_cache(),
         };
         let (loc, opts) = (location.clone(), options.clone());
         let store = io
@@ -144,6 +145,17 @@ impl Registry {
             models_dir,
             io,
         })
+    }
+
+    /// Download model artifacts of an S3 registry into `dir` instead of the default,
+    /// `<facepipe cache>/registry-models` (the cache folder of
+    /// [`facepipe_pipeline::models::cache_dir`]). A local registry ignores it: its
+    /// artifacts are read where they are stored, `REGISTRY/models/`.
+    pub fn with_model_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        if self.location.is_s3() {
+            self.models_dir = dir.into();
+        }
+        self
     }
 
     pub fn location(&self) -> &Location {
@@ -227,8 +239,8 @@ impl Registry {
         match self.current_version()? {
             Some(v) => self.load(v),
             None => Err(Error::NotReady(format!(
-                "the registry {} has no current deployment: run `facepipe deploy --registry {} …` first",
-                self.location, self.location
+                "the registry {} has no current deployment: publish one into it with `facepipe deploy` first",
+                self.location
             ))),
         }
     }
@@ -389,7 +401,7 @@ impl Registry {
     pub fn gc(&self, keep: usize, lease_ttl: Duration, dry_run: bool) -> Result<GcReport> {
         if keep == 0 {
             return Err(Error::BadRequest(
-                "--keep must be at least 1 (CURRENT is always kept)".into(),
+                "at least 1 version must be kept (CURRENT always is)".into(),
             ));
         }
         let mut report = GcReport {
@@ -468,7 +480,7 @@ impl Registry {
         let weights = artifact.join(WEIGHTS);
         let bytes = std::fs::read(&weights).map_err(|e| {
             Error::BadRequest(format!(
-                "{}: {e}; --model must be a folder written by `facepipe train` (or `pretrained`)",
+                "{}: {e}; a model is a folder written by `facepipe train` (or `pretrained`)",
                 weights.display()
             ))
         })?;
@@ -525,7 +537,7 @@ impl Registry {
         {
             return Err(Error::registry(
                 self.location.display_key(&prefix),
-                "the model artifact is missing: deploy it again with --model",
+                "the model artifact is missing: deploy the model again",
             ));
         }
         let tmp = self
@@ -755,46 +767,16 @@ fn parse_version(name: &str) -> Option<u32> {
     name.strip_prefix('v')?.parse().ok()
 }
 
-/// Content-addressed model downloads from S3 registries: `FACEPIPE_REGISTRY_CACHE`, else
-/// `$XDG_CACHE_HOME/facepipe/models` or `~/.cache/facepipe/models`, else the temp folder.
-fn model_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FACEPIPE_REGISTRY_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("facepipe").join("registry-models")
+/// Where S3 registries' model artifacts are downloaded unless the caller says otherwise
+/// ([`Registry::with_model_cache`]): `registry-models` in the project's one cache folder.
+fn default_model_cache() -> PathBuf {
+    facepipe_pipeline::models::cache_dir().join("registry-models")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::{now_rfc3339, pretrained_metric};
-    use crate::gallery::Gallery;
-    use facepipe_training::DistanceKind;
-
-    fn bundle(name: &str) -> Bundle {
-        let mut gallery = Gallery::empty(DistanceKind::Euclidean, 2);
-        gallery.add(name, &[vec![1.0, 0.0]], "x").unwrap();
-        Bundle {
-            info: DeploymentInfo {
-                version: 0,
-                name: None,
-                created: now_rfc3339(),
-                model: ModelRef::pretrained(),
-                metric: pretrained_metric(),
-                embedding_dim: 2,
-                people: 1,
-                embeddings: 1,
-                gallery_source: "test".into(),
-                parent: None,
-                reason: "deploy".into(),
-            },
-            gallery,
-        }
-    }
+    use crate::test_fixtures::bundle;
 
     #[test]
     fn concurrent_publishers_get_distinct_versions_and_current_ends_newest() {
@@ -819,6 +801,16 @@ mod tests {
             .filter(|n| n.starts_with('.') || n.contains("tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn model_artifacts_of_a_local_registry_stay_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().to_str().unwrap())
+            .unwrap()
+            .with_model_cache(elsewhere.path());
+        assert_eq!(reg.model_dir("ab"), dir.path().join("models").join("ab"));
     }
 
     #[test]

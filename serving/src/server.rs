@@ -252,10 +252,8 @@ async fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
 }
 
-fn bind_error(addr: SocketAddr, e: std::io::Error) -> Error {
-    Error::BadRequest(format!(
-        "cannot listen on {addr}: {e} (is another server using the port? pick one with --listen)"
-    ))
+fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
+    Error::Listen { addr, source }
 }
 
 async fn shutdown_signal() {

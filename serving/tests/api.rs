@@ -1,8 +1,12 @@
-//! The HTTP API through `tower::ServiceExt::oneshot` (no socket), with the real networks
-//! and real photos: identify, verify, bad uploads, API keys, enroll/delete, metrics.
+//! The HTTP API through `tower::ServiceExt::oneshot` (no socket), on real photos: identify,
+//! verify, enroll/delete and metrics with the real networks; bad uploads, API keys, body
+//! limits, admission and deadlines on the fake recognizer (`fake_state_with`), which needs
+//! no weights.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -126,7 +130,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_uploads_get_4xx_json_errors() {
-    let (state, _dir) = state_with(ServiceConfig::default());
+    let (state, _dir) = fake_state_with(ServiceConfig::default(), Duration::ZERO);
     let jpeg = fixture("Barack_Obama_0005.jpg");
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         ("empty", Vec::new(), StatusCode::BAD_REQUEST, "bad_image"),
@@ -199,7 +203,7 @@ async fn bodies_over_the_limit_are_refused_before_decoding() {
         max_body_bytes: 64 * 1024,
         ..ServiceConfig::default()
     };
-    let (state, _dir) = state_with(config);
+    let (state, _dir) = fake_state_with(config, Duration::ZERO);
     // 560 kB, over the 64 kB limit: both upload styles get 413 with a JSON body.
     let big = fixture("obama_and_biden.jpg");
     let (status, answer) = send(&state, post_image("/v1/identify", &big)).await;
@@ -213,7 +217,7 @@ async fn bodies_over_the_limit_are_refused_before_decoding() {
 
 #[tokio::test]
 async fn enroll_and_delete_need_the_right_key() {
-    let (state, _dir) = state_with(keyed_config());
+    let (state, _dir) = fake_state_with(keyed_config(), Duration::ZERO);
     let photo = fixture("Kit_Harington_0001.jpg");
     let (status, answer) = send(&state, post_image("/v1/people/Kit_Harington/faces", &photo)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
@@ -234,7 +238,7 @@ async fn enroll_and_delete_need_the_right_key() {
     assert_eq!(state.registry().current_version().unwrap(), Some(1));
 
     // Without a configured key, enrolment is off altogether.
-    let (open_state, _dir2) = state_with(ServiceConfig::default());
+    let (open_state, _dir2) = fake_state_with(ServiceConfig::default(), Duration::ZERO);
     let mut req = post_image("/v1/people/Kit_Harington/faces", &photo);
     req.headers_mut()
         .insert("authorization", "Bearer anything".parse().unwrap());
@@ -252,7 +256,7 @@ async fn key_for_everything_when_asked() {
         require_key_for_all: true,
         ..keyed_config()
     };
-    let (state, _dir) = state_with(config);
+    let (state, _dir) = fake_state_with(config, Duration::ZERO);
     let photo = fixture("Barack_Obama_0005.jpg");
     let (status, _) = send(&state, post_image("/v1/identify", &photo)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -487,7 +491,10 @@ async fn send_full(
 
 #[tokio::test]
 async fn past_the_slots_and_the_queue_requests_get_503_with_retry_after() {
-    let (state, _dir) = state_with(admission_config(1, 0, std::time::Duration::from_secs(5)));
+    let (state, _dir) = fake_state_with(
+        admission_config(1, 0, std::time::Duration::from_secs(5)),
+        Duration::ZERO,
+    );
     // Someone holds the only slot; there is no queue.
     let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let held = state.admission().admit(far).await.unwrap();
@@ -529,7 +536,10 @@ async fn past_the_slots_and_the_queue_requests_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_request_waiting_longer_than_the_queue_timeout_gets_503() {
-    let (state, _dir) = state_with(admission_config(1, 4, std::time::Duration::from_millis(50)));
+    let (state, _dir) = fake_state_with(
+        admission_config(1, 4, std::time::Duration::from_millis(50)),
+        Duration::ZERO,
+    );
     let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let _held = state.admission().admit(far).await.unwrap();
     let (status, headers, body) = send_full(
@@ -552,7 +562,8 @@ async fn a_request_past_its_deadline_stops_and_frees_its_slot() {
         request_timeout: std::time::Duration::from_millis(1),
         ..admission_config(1, 0, std::time::Duration::from_secs(5))
     };
-    let (state, _dir) = state_with(config);
+    // Each photo takes a second to recognise: far past the 1 ms deadline.
+    let (state, _dir) = fake_state_with(config, Duration::from_secs(1));
     let (status, _, body) = send_full(
         &state,
         post_image("/v1/identify", &fixture("obama_and_biden.jpg")),

@@ -8,11 +8,10 @@
 //! Needs the binary: `cargo build --workspace --all-features --bins` first.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use facepipe_tests::{fixtures, serve_command, setup, Dir, Server};
 
 /// Inference slots and queue places the server is started with.
 const SLOTS: usize = 2;
@@ -30,120 +29,33 @@ const PEAK_RSS_BOUND_MIB: u64 = 1536;
 const FLOOD: usize = 200;
 const FLOOD_CONCURRENCY: usize = 50;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures/serving").join(name)).unwrap()
+    std::fs::read(fixtures().join("serving").join(name)).unwrap()
 }
 
-/// target/<profile>/facepipe, next to this test's deps/ folder.
-fn facepipe_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("facepipe");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build --workspace --all-features --bins`",
-        bin.display()
-    );
-    bin
+/// Peak resident memory of the server so far (VmHWM), in MiB.
+fn peak_rss_mib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
 }
 
-/// The server child; killed when the test ends, passing or not.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Peak resident memory of the server so far (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .expect("VmHWM in /proc/PID/status");
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib / 1024
-    }
-}
-
-fn start_server(dir: &Path) -> Server {
-    let bin = facepipe_bin();
+/// The fixture gallery deployed in `dir`, served with [`SLOTS`] slots and [`QUEUE`]
+/// queue places.
+fn start_server(dir: &Dir) -> Server {
     let registry = dir.join("registry");
-    let out = Command::new(&bin)
-        .args([
-            "-q",
-            "deploy",
-            "--no-serve",
-            "--model",
-            "pretrained",
-            "--gallery",
-        ])
-        .arg(repo().join("tests/fixtures/serving/gallery"))
-        .arg("--registry")
-        .arg(&registry)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut child = Command::new(&bin)
-        .args([
-            "-q",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "0",
-        ])
-        .args(["--max-inflight", &SLOTS.to_string()])
-        .args(["--max-queue", &QUEUE.to_string()])
-        .args(["--queue-timeout", "60", "--timeout", "300"])
-        .arg("--registry")
-        .arg(&registry)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    // Keep reading stdout to its end: a closed pipe would fail the server's next print.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            // "web page and API at http://127.0.0.1:PORT/  (Ctrl-C to stop)"
-            if let Some(rest) = line.split("API at ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(url.trim_end_matches('/').to_string());
-            }
-        }
-    });
-    server.url = rx
-        .recv_timeout(Duration::from_secs(300))
-        .unwrap_or_default();
-    assert!(
-        !server.url.is_empty(),
-        "the server never said where it listens"
-    );
-    server
+    setup::deploy_gallery(&registry).stdout();
+    Server::start(
+        serve_command(&registry)
+            .args(["-q", "--poll-interval", "0"])
+            .args(["--max-inflight", &SLOTS.to_string()])
+            .args(["--max-queue", &QUEUE.to_string()])
+            .args(["--queue-timeout", "60", "--timeout", "300"]),
+    )
 }
 
 /// A solid grey PNG: tiny on the wire, 36 megapixels once decoded.
@@ -218,14 +130,14 @@ fn summary(statuses: &[u16]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_shed_with_503_and_memory_stays_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path());
-    normal_request_is_answered(&server.url).await;
-    let base = server.peak_rss_mib();
+    let dir = Dir::new();
+    let server = start_server(&dir);
+    normal_request_is_answered(server.url()).await;
+    let base = peak_rss_mib(&server);
 
     let heavy = solid_png(HEAVY_SIDE);
-    let (statuses, retry_after) = burst(&server.url, heavy, HEAVY, HEAVY).await;
-    let peak = server.peak_rss_mib();
+    let (statuses, retry_after) = burst(server.url(), heavy, HEAVY, HEAVY).await;
+    let peak = peak_rss_mib(&server);
     eprintln!(
         "heavy: {} (peak RSS {peak} MiB, {base} MiB before)",
         summary(&statuses)
@@ -247,14 +159,14 @@ async fn overload_is_shed_with_503_and_memory_stays_bounded() {
         peak <= PEAK_RSS_BOUND_MIB,
         "peak RSS {peak} MiB is over the {PEAK_RSS_BOUND_MIB} MiB bound"
     );
-    normal_request_is_answered(&server.url).await;
+    normal_request_is_answered(server.url()).await;
 
     let small = fixture("Barack_Obama_0005.jpg");
-    let (statuses, retry_after) = burst(&server.url, small, FLOOD, FLOOD_CONCURRENCY).await;
+    let (statuses, retry_after) = burst(server.url(), small, FLOOD, FLOOD_CONCURRENCY).await;
     eprintln!(
         "flood: {} (peak RSS {} MiB)",
         summary(&statuses),
-        server.peak_rss_mib()
+        peak_rss_mib(&server)
     );
     for s in &statuses {
         assert!(
@@ -265,6 +177,6 @@ async fn overload_is_shed_with_503_and_memory_stays_bounded() {
     }
     assert!(retry_after, "a 503 without Retry-After");
     assert!(statuses.contains(&200), "{}", summary(&statuses));
-    assert!(server.peak_rss_mib() <= PEAK_RSS_BOUND_MIB);
-    normal_request_is_answered(&server.url).await;
+    assert!(peak_rss_mib(&server) <= PEAK_RSS_BOUND_MIB);
+    normal_request_is_answered(server.url()).await;
 }

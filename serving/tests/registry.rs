@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 
 use facepipe_pipeline::storage::seaweed::SeaweedFs;
 use facepipe_pipeline::storage::StorageOptions;
-use facepipe_serving::deployment::{now_rfc3339, pretrained_metric};
 use facepipe_serving::registry::Lease;
-use facepipe_serving::{
-    AppState, Bundle, DeploymentInfo, Gallery, Live, ModelRef, Registry, ServiceConfig,
-};
-use facepipe_training::DistanceKind;
+use facepipe_serving::test_fixtures::bundle;
+use facepipe_serving::{AppState, Bundle, Live, ModelRef, Registry, ServiceConfig};
 
 const BUCKET: &str = "facepipe-registry";
 /// Set in child processes: publish `PUBLISHES` versions to this registry and exit.
@@ -29,27 +26,6 @@ const CHILD_ENDPOINT: &str = "FACEPIPE_TEST_CHILD_ENDPOINT";
 /// A file the children wait for, so both start publishing at the same moment.
 const CHILD_GO: &str = "FACEPIPE_TEST_CHILD_GO";
 const PUBLISHES: usize = 4;
-
-fn bundle(name: &str) -> Bundle {
-    let mut gallery = Gallery::empty(DistanceKind::Euclidean, 2);
-    gallery.add(name, &[vec![1.0, 0.0]], "x").unwrap();
-    Bundle {
-        info: DeploymentInfo {
-            version: 0,
-            name: None,
-            created: now_rfc3339(),
-            model: ModelRef::pretrained(),
-            metric: pretrained_metric(),
-            embedding_dim: 2,
-            people: 1,
-            embeddings: 1,
-            gallery_source: "test".into(),
-            parent: None,
-            reason: "deploy".into(),
-        },
-        gallery,
-    }
-}
 
 /// A running SeaweedFS, or `None` (the test skips) when `weed` is missing outside CI; in CI
 /// a missing `weed` fails the test.
@@ -219,9 +195,10 @@ fn local_registry_round_trip() {
 fn s3_registry_publishes_loads_and_stores_models() {
     let Some(weed) = weed_or_skip() else { return };
     let cache = tempfile::tempdir().unwrap();
-    std::env::set_var("FACEPIPE_REGISTRY_CACHE", cache.path());
     let location = weed.location("round-trip/registry");
-    let reg = Registry::open_with(&location, &weed.options()).unwrap();
+    let reg = Registry::open_with(&location, &weed.options())
+        .unwrap()
+        .with_model_cache(cache.path());
     assert_eq!(reg.current_version().unwrap(), None);
     let err = reg.load_current().unwrap_err().to_string();
     assert!(err.contains("facepipe deploy"), "{err}");
@@ -248,7 +225,9 @@ fn s3_registry_publishes_loads_and_stores_models() {
     );
 
     // A second client (another machine) sees the same registry.
-    let other = Registry::open_with(&location, &weed.options()).unwrap();
+    let other = Registry::open_with(&location, &weed.options())
+        .unwrap()
+        .with_model_cache(cache.path());
     assert_eq!(other.versions().unwrap(), [1, 2]);
     assert_eq!(other.current_version().unwrap(), Some(2));
     assert_eq!(other.load_current().unwrap().gallery.people(), ["bob"]);
@@ -256,6 +235,7 @@ fn s3_registry_publishes_loads_and_stores_models() {
     let v1 = other.load(1).unwrap();
     assert_eq!(v1.info.model, model);
     let cached = other.model_dir(sha256);
+    assert!(cached.starts_with(cache.path()), "{}", cached.display());
     assert_eq!(
         std::fs::read(cached.join("model.safetensors")).unwrap(),
         b"not really weights"

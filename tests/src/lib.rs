@@ -1,38 +1,38 @@
-//! Helpers for the end-to-end tests: locate the built `facepipe` binary, the bundled fixtures
-//! and the shared sample data, and run commands in a temporary directory.
+//! The harness of the end-to-end tests: they run the real `facepipe` binary on real photos
+//! in a temporary folder, in the style of ripgrep's `tests/util.rs`.
+//!
+//! - [`paths`]: where the workspace, fixtures, sample data and built binary are;
+//! - [`dir`]: [`Dir`], a temporary folder with helpers to write files and copy fixtures;
+//! - [`command`]: [`TestCommand`], the binary as a `Command` with the checks tests make
+//!   (`stdout()` must succeed, `assert_err()` must fail cleanly), and its [`CommandOutput`];
+//! - [`serve`]: a real `facepipe serve` on a free port, waited for and killed on drop;
+//! - [`setup`]: the steps tests start from: deploy the fixture gallery, `prepare`;
+//! - [`process`]: helper processes in their own group, free ports.
+//!
+//! ```no_run
+//! use facepipe_tests::{setup, Dir};
+//!
+//! let dir = Dir::new();
+//! let registry = dir.join("registry");
+//! let stdout = setup::deploy_gallery(&registry).stdout();
+//! assert!(stdout.contains("published deployment v0001"));
+//! let err = dir
+//!     .command()
+//!     .args(["registry", "gc", "--keep", "0", "--registry"])
+//!     .arg(&registry)
+//!     .assert_err();
+//! assert!(err.stderr.contains("--keep"));
+//! ```
 
-use std::path::{Path, PathBuf};
+pub mod command;
+pub mod dir;
+pub mod paths;
+pub mod process;
+pub mod serve;
+pub mod setup;
 
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// Test photos committed with the project (see tests/fixtures/ATTRIBUTION.md).
-pub fn fixtures() -> PathBuf {
-    workspace_root().join("tests").join("fixtures")
-}
-
-/// The sample data committed with the project (`assets/sample`: `people/`, `orl/`,
-/// `scenes/`), or `$FACEPIPE_SAMPLE_DATA`.
-pub fn sample_data() -> PathBuf {
-    std::env::var_os("FACEPIPE_SAMPLE_DATA")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("assets").join("sample"))
-}
-
-/// The `facepipe` binary built next to the test binaries.
-pub fn facepipe_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/facepipe
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    profile_dir.join("facepipe")
-}
+pub use command::{CommandOutput, TestCommand};
+pub use dir::{files_under, Dir};
+pub use paths::{facepipe_bin, fixtures, sample_data, workspace_root};
+pub use process::{free_port, wait_for_port, ProcessGroup};
+pub use serve::{serve_command, Server};

@@ -1,35 +1,37 @@
 //! `facepipe compare` and `facepipe evaluate` end to end: the real binary on real photos.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a failed test
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
 
-use facepipe_tests::{facepipe_bin, fixtures, sample_data};
+use facepipe_pipeline::test_support::{require, Component};
+use facepipe_tests::{fixtures, sample_data, Dir, TestCommand};
 use serde_json::Value;
 
-fn facepipe(args: &[&str]) -> Output {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
-    Command::new(&bin)
-        .args(args)
-        .args(["--device", "cpu", "--quiet"])
-        .output()
-        .unwrap()
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// `facepipe ARGS… --device cpu --quiet`.
+fn facepipe(args: &[&str]) -> TestCommand {
+    let mut cmd = TestCommand::new();
+    cmd.args(args).args(["--device", "cpu", "--quiet"]);
+    cmd
 }
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// The sample people (70 photos of 11 people), or `None` when the test is to skip.
+fn sample_people() -> Option<PathBuf> {
+    let people = sample_data().join("people");
+    require(Component::SampleData(people.clone())).then_some(people)
+}
+
+/// `facepipe evaluate pretrained DATA EXTRA… --out OUT_DIR --json`: its JSON report.
+fn evaluate(data: &Path, out_dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["evaluate", "pretrained", path(data)];
+    args.extend_from_slice(extra);
+    args.extend(["--out", path(out_dir), "--json"]);
+    let mut lines = facepipe(&args).json_lines();
+    assert!(!lines.is_empty(), "evaluate printed no report");
+    lines.swap_remove(0)
 }
 
 #[test]
@@ -39,31 +41,22 @@ fn compare_two_photos_and_a_pairs_file() {
     let simm5 = dir.join("John_Simm_0005.jpg");
     let rose = dir.join("Rose_Leslie_0001.jpg");
 
-    let out = facepipe(&["compare", "--json", path(&simm1), path(&simm5)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = &json_lines(&out)[0];
+    let v = &facepipe(&["compare", "--json", path(&simm1), path(&simm5)]).json_lines()[0];
     assert_eq!(v["same"], true, "{v}");
     assert_eq!(v["threshold"], 0.6);
     let same_d = v["distance"].as_f64().unwrap();
     assert!(same_d > 0.0 && same_d < 0.6, "{v}");
 
-    let out = facepipe(&["compare", "--json", path(&simm1), path(&rose)]);
-    assert!(out.status.success());
-    let v = &json_lines(&out)[0];
+    let v = &facepipe(&["compare", "--json", path(&simm1), path(&rose)]).json_lines()[0];
     assert_eq!(v["same"], false, "{v}");
     assert!(v["distance"].as_f64().unwrap() > 0.6, "{v}");
 
     // Pairs: in order, the good ones answered, a missing photo and a malformed line failing
     // alone, exit status 1.
-    let tmp = tempfile::tempdir().unwrap();
-    let list = tmp.path().join("pairs.tsv");
-    let missing = tmp.path().join("missing.jpg");
-    std::fs::write(
-        &list,
+    let tmp = Dir::new();
+    let missing = tmp.join("missing.jpg");
+    let list = tmp.create(
+        "pairs.tsv",
         format!(
             "# comment\n{a}\t{b}\n{a}\t{c}\n{m}\t{a}\nno tab on this line\n",
             a = path(&simm1),
@@ -71,11 +64,10 @@ fn compare_two_photos_and_a_pairs_file() {
             c = path(&rose),
             m = path(&missing)
         ),
-    )
-    .unwrap();
-    let out = facepipe(&["compare", "--json", "--pairs", path(&list)]);
-    assert_eq!(out.status.code(), Some(1));
-    let lines = json_lines(&out);
+    );
+    let lines = facepipe(&["compare", "--json", "--pairs", path(&list)])
+        .assert_exit(1)
+        .json_lines();
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(lines[0]["a"], path(&simm1));
     assert_eq!(lines[0]["b"], path(&simm5));
@@ -90,28 +82,12 @@ fn compare_two_photos_and_a_pairs_file() {
 
 #[test]
 fn evaluate_pretrained_on_the_sample_people() {
-    let people = sample_data().join("people");
-    if !facepipe_pipeline::test_support::require(
-        facepipe_pipeline::test_support::Component::SampleData(people.clone()),
-    ) {
+    let Some(people) = sample_people() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("eval");
-    let out = facepipe(&[
-        "evaluate",
-        "pretrained",
-        path(&people),
-        "--out",
-        path(&out_dir),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = &json_lines(&out)[0];
+    };
+    let tmp = Dir::new();
+    let out_dir = tmp.join("eval");
+    let r = &evaluate(&people, &out_dir, &[]);
     // 70 photos of 11 people, every one with a detectable face.
     assert_eq!(r["samples"], 70);
     assert_eq!(r["identities"], 11);
@@ -148,50 +124,31 @@ fn evaluate_pretrained_on_the_sample_people() {
 
 #[test]
 fn evaluate_with_an_lfw_pairs_file() {
-    let people = sample_data().join("people");
-    if !facepipe_pipeline::test_support::require(
-        facepipe_pipeline::test_support::Component::SampleData(people.clone()),
-    ) {
+    let Some(people) = sample_people() else {
         return;
-    }
+    };
     // A small raw dataset in the LFW layout, and a pairs file in LFW's format that also names
     // a photo the dataset lacks.
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    let tmp = Dir::new();
+    let data = tmp.join("data");
     for (who, n) in [("John_Simm", 3), ("John_Salley", 3), ("Joe_Biden", 2)] {
-        std::fs::create_dir_all(data.join(who)).unwrap();
         for i in 1..=n {
             let f = format!("{who}_{i:04}.jpg");
-            std::fs::copy(people.join(who).join(&f), data.join(who).join(&f)).unwrap();
+            tmp.copy(
+                people.join(who).join(&f),
+                Path::new("data").join(who).join(&f),
+            );
         }
     }
-    let pairs = tmp.path().join("pairs.txt");
-    std::fs::write(
-        &pairs,
+    let pairs = tmp.create(
+        "pairs.txt",
         "2 3\n\
          John_Simm 1 2\nJohn_Salley 1 3\nJoe_Biden 1 2\n\
          John_Simm 1 John_Salley 1\nJohn_Simm 2 Joe_Biden 1\nJohn_Salley 2 Joe_Biden 2\n\
          John_Simm 2 3\nJohn_Salley 2 3\nJohn_Simm 1 9\n\
          John_Simm 3 John_Salley 3\nJohn_Salley 1 Joe_Biden 1\nJoe_Biden 2 John_Simm 1\n",
-    )
-    .unwrap();
-    let out_dir = tmp.path().join("eval");
-    let out = facepipe(&[
-        "evaluate",
-        "pretrained",
-        path(&data),
-        "--pairs",
-        path(&pairs),
-        "--out",
-        path(&out_dir),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let r = &json_lines(&out)[0];
+    let r = &evaluate(&data, &tmp.join("eval"), &["--pairs", path(&pairs)]);
     assert_eq!(r["samples"], 8);
     assert_eq!(r["pairs"]["source"], "pairs_file");
     assert_eq!(r["pairs"]["same"], 5);

@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
+use facepipe_model::Embedder;
 use facepipe_pipeline::{align, image_io, Alignment, EngineOptions, FaceEngine, ModelDir};
-use facepipe_training::Embedder;
 
 struct Photo {
     person: String,

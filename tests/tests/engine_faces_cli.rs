@@ -3,34 +3,24 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::process::Command;
-
-use facepipe_tests::{facepipe_bin, fixtures};
+use facepipe_tests::{fixtures, Dir, TestCommand};
 use serde_json::Value;
 
 #[test]
 fn faces_processes_every_input_and_fails_only_the_bad_ones() {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("not_a_photo.jpg");
-    std::fs::write(&fake, "plain text, not a JPEG\n").unwrap();
-    let empty = dir.path().join("empty.png");
-    std::fs::write(&empty, b"").unwrap();
+    let dir = Dir::new();
+    let fake = dir.create("not_a_photo.jpg", "plain text, not a JPEG\n");
+    let empty = dir.create("empty.png", b"");
     let engine = fixtures().join("engine");
-    let crops = dir.path().join("crops");
-    let drawn = dir.path().join("drawn.png");
+    let crops = dir.join("crops");
+    let drawn = dir.join("drawn.png");
     let inputs = [
         engine.join("two_people.jpg"),
-        fake.clone(),
+        fake,
         engine.join("orl/s1_1.pgm"),
-        empty.clone(),
+        empty,
     ];
-    let out = Command::new(&bin)
+    let lines: Vec<Value> = TestCommand::new()
         .arg("faces")
         .arg("--json")
         .arg("--crops")
@@ -38,19 +28,8 @@ fn faces_processes_every_input_and_fails_only_the_bad_ones() {
         .arg("--draw")
         .arg(&drawn)
         .args(&inputs)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .assert_exit(1)
+        .json_lines();
     assert_eq!(lines.len(), 4);
     for (line, path) in lines.iter().zip(&inputs) {
         assert_eq!(line["image"], path.display().to_string());
@@ -82,6 +61,6 @@ fn faces_processes_every_input_and_fails_only_the_bad_ones() {
         let crop = image::open(crops.join(name)).unwrap();
         assert_eq!((crop.width(), crop.height()), (150, 150), "{name}");
     }
-    let drawing = image::open(dir.path().join("drawn_two_people.png")).unwrap();
+    let drawing = image::open(dir.join("drawn_two_people.png")).unwrap();
     assert_eq!((drawing.width(), drawing.height()), (1126, 661));
 }

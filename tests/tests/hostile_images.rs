@@ -132,8 +132,8 @@ fn wide_photo_within_the_aspect_limit_decodes() {
 
 #[test]
 fn oversized_files_are_refused_before_reading() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("huge.png");
+    let dir = facepipe_tests::Dir::new();
+    let path = dir.join("huge.png");
     let limits = DecodeLimits::default();
     File::create(&path)
         .unwrap()

@@ -13,11 +13,11 @@ mod hostile;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use facepipe_pipeline::image_io::DecodeLimits;
-use facepipe_tests::facepipe_bin;
+use facepipe_tests::{Dir, TestCommand};
 use hostile::*;
 use serde_json::Value;
 
@@ -64,26 +64,21 @@ fn wait_with_peak_rss(mut child: std::process::Child) -> (i32, u64) {
 
 /// `facepipe faces --json` on one file: its JSON line and its peak RSS in KiB.
 fn faces_in_child(path: &Path) -> (Value, u64) {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
     let dir = path.parent().unwrap();
     let stdout = dir.join("stdout.jsonl");
     let stderr = dir.join("stderr.txt");
-    let child = Command::new(&bin)
+    let mut faces = TestCommand::new();
+    faces
         .args(["--quiet", "faces", "--json"])
         // Crops too: aligning a face that fills a large photo must stay bounded as well.
         .arg("--crops")
         .arg(dir.join("crops"))
         .arg(path)
+        .cmd_mut()
         .stdin(Stdio::null())
         .stdout(File::create(&stdout).unwrap())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+        .stderr(File::create(&stderr).unwrap());
+    let child = faces.spawn();
     let (code, peak_kib) = wait_with_peak_rss(child);
     let out = std::fs::read_to_string(&stdout).unwrap();
     let err = std::fs::read_to_string(&stderr).unwrap();
@@ -196,11 +191,10 @@ fn faces_cli_stays_within_bounded_memory_on_every_hostile_class() {
         ),
         ("oversized.png", None, Expect::Error("input too large")),
     ];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new();
     let mut measured = Vec::new();
     for (name, input, expect) in cases {
-        let case_dir = dir.path().join(name.replace('.', "_"));
-        std::fs::create_dir(&case_dir).unwrap();
+        let case_dir = dir.create_dir(name.replace('.', "_"));
         let path = case_dir.join(name);
         let mut file = File::create(&path).unwrap();
         match input {

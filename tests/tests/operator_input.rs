@@ -7,29 +7,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use facepipe_pipeline::test_support::{require, Component};
-use facepipe_tests::{facepipe_bin, sample_data};
+use facepipe_tests::{sample_data, Dir, TestCommand};
 
-fn facepipe(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
-    Command::new(&bin)
-        .args(args)
-        .arg("--quiet")
-        .env_remove("FACEPIPE_API_KEY")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// `facepipe ARGS… --quiet`, with no API key from this process's environment.
+fn facepipe(args: &[&str]) -> TestCommand {
+    let mut cmd = TestCommand::new();
+    cmd.args(args).arg("--quiet").env_remove("FACEPIPE_API_KEY");
+    cmd
 }
 
 fn path(p: &Path) -> &str {
@@ -38,41 +24,39 @@ fn path(p: &Path) -> &str {
 
 #[test]
 fn deploy_refuses_a_threshold_that_is_not_a_positive_number() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new();
     let gallery = path(dir.path());
     for bad in ["inf", "NaN", "-1", "0", "1e39"] {
         let flag = format!("--threshold={bad}");
-        let out = facepipe(&["deploy", "--gallery", gallery, &flag, "--no-serve"], &[]);
-        assert!(!out.status.success(), "{bad} was accepted");
-        let err = stderr(&out);
+        let err = facepipe(&["deploy", "--gallery", gallery, &flag, "--no-serve"])
+            .assert_err()
+            .stderr;
         assert!(
             err.contains("not a usable threshold") && err.contains("such as 0.6"),
             "{bad}: {err}"
         );
     }
-    let out = facepipe(&["deploy", "--gallery", gallery, "--threshold", "six"], &[]);
-    assert!(stderr(&out).contains("is not a number"), "{}", stderr(&out));
+    let err = facepipe(&["deploy", "--gallery", gallery, "--threshold", "six"])
+        .assert_err()
+        .stderr;
+    assert!(err.contains("is not a number"), "{err}");
 }
 
 #[test]
 fn evaluate_refuses_a_pairs_header_with_a_huge_count_before_any_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let pairs = dir.path().join("pairs.txt");
-    std::fs::write(&pairs, "10 999999999999\nAda 1 2\nAda 1 Bo 1\n").unwrap();
-    let out = facepipe(
-        &[
-            "evaluate",
-            "pretrained",
-            path(dir.path()),
-            "--pairs",
-            path(&pairs),
-            "--out",
-            path(&dir.path().join("eval")),
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let dir = Dir::new();
+    let pairs = dir.create("pairs.txt", "10 999999999999\nAda 1 2\nAda 1 Bo 1\n");
+    let err = facepipe(&[
+        "evaluate",
+        "pretrained",
+        path(dir.path()),
+        "--pairs",
+        path(&pairs),
+        "--out",
+        path(&dir.join("eval")),
+    ])
+    .assert_err()
+    .stderr;
     assert!(
         err.contains("promises 10 folds") && err.contains("the file has 2 pair lines"),
         "{err}"
@@ -84,26 +68,21 @@ fn prepare_refuses_a_symlink_loop_in_the_input_tree() {
     if !require(Component::ModelWeights) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    let person = input.join("s1");
-    std::fs::create_dir_all(&person).unwrap();
-    std::fs::copy(sample_data().join("orl/s1/1.pgm"), person.join("1.pgm")).unwrap();
+    let dir = Dir::new();
+    let input = dir.join("in");
+    let person = dir.copy_orl("s1", 1, "in/s1");
     // Two links back to the root: walking them would branch forever.
     std::os::unix::fs::symlink(&input, person.join("up")).unwrap();
     std::os::unix::fs::symlink(&input, person.join("up again")).unwrap();
-    let out = facepipe(
-        &[
-            "prepare",
-            path(&input),
-            path(&dir.path().join("out")),
-            "--workers",
-            "1",
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = facepipe(&[
+        "prepare",
+        path(&input),
+        path(&dir.join("out")),
+        "--workers",
+        "1",
+    ])
+    .assert_err()
+    .stderr;
     assert!(err.contains("symlink loop"), "{err}");
 }
 
@@ -114,43 +93,31 @@ fn train_refuses_a_test_split_of_one_person_before_the_first_epoch() {
     {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
+    let dir = Dir::new();
+    let input = dir.join("in");
     for s in 1..=8 {
-        let person = input.join(format!("s{s}"));
-        std::fs::create_dir_all(&person).unwrap();
-        for k in 1..=2 {
-            let from = sample_data().join(format!("orl/s{s}/{k}.pgm"));
-            std::fs::copy(from, person.join(format!("{k}.pgm"))).unwrap();
-        }
+        dir.copy_orl(&format!("s{s}"), 2, format!("in/s{s}"));
     }
-    let prepared = dir.path().join("prepared");
-    let out = facepipe(
-        &["prepare", path(&input), path(&prepared), "--workers", "2"],
-        &[],
-    );
-    assert!(out.status.success(), "prepare failed: {}", stderr(&out));
-    let model = dir.path().join("model");
-    let out = facepipe(
-        &[
-            "train",
-            path(&prepared),
-            path(&model),
-            "--arch",
-            "mobilefacenet",
-            "--init",
-            "scratch",
-            "--device",
-            "cpu",
-            "--val-people",
-            "2",
-            "--test-people",
-            "0.1",
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let prepared = dir.join("prepared");
+    facepipe(&["prepare", path(&input), path(&prepared), "--workers", "2"]).stdout();
+    let model = dir.join("model");
+    let err = facepipe(&[
+        "train",
+        path(&prepared),
+        path(&model),
+        "--arch",
+        "mobilefacenet",
+        "--init",
+        "scratch",
+        "--device",
+        "cpu",
+        "--val-people",
+        "2",
+        "--test-people",
+        "0.1",
+    ])
+    .assert_err()
+    .stderr;
     assert!(
         err.contains("--test-people 0.1 of 8 identities is 1 person")
             && err.contains("use --test-people 2 or more"),
@@ -191,11 +158,9 @@ fn recording_server() -> (u16, std::thread::JoinHandle<Option<String>>) {
 
 #[test]
 fn score_takes_the_api_key_from_a_file_or_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let photo = dir.path().join("photo.jpg");
-    std::fs::write(&photo, b"not really a photo").unwrap();
-    let key_file = dir.path().join("key");
-    std::fs::write(&key_file, "from-the-file\n").unwrap();
+    let dir = Dir::new();
+    let photo = dir.create("photo.jpg", b"not really a photo");
+    let key_file = dir.create("key", "from-the-file\n");
 
     let file_flag = ["--api-key-file", path(&key_file)];
     let env_key = [("FACEPIPE_API_KEY", "from-the-env")];
@@ -210,8 +175,8 @@ fn score_takes_the_api_key_from_a_file_or_the_environment() {
         let url = format!("http://127.0.0.1:{port}");
         let mut args = vec!["score", path(&photo), "--url", &url];
         args.extend_from_slice(flags);
-        let out = facepipe(&args, env);
-        assert!(!out.status.success(), "the server answered 401");
+        // The server answered 401: an error.
+        facepipe(&args).envs(env).assert_err();
         assert_eq!(
             server.join().unwrap().as_deref(),
             Some(expected),
@@ -219,11 +184,9 @@ fn score_takes_the_api_key_from_a_file_or_the_environment() {
         );
     }
 
-    std::fs::write(&key_file, "\n").unwrap();
-    let out = facepipe(
-        &["score", path(&photo), "--api-key-file", path(&key_file)],
-        &[],
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+    dir.create("key", "\n");
+    let err = facepipe(&["score", path(&photo), "--api-key-file", path(&key_file)])
+        .assert_err()
+        .stderr;
+    assert!(err.contains("is empty"), "{err}");
 }

@@ -12,9 +12,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use facepipe_pipeline::dataset::shards::read_all;
@@ -24,66 +23,18 @@ use facepipe_pipeline::storage::seaweed::{
 };
 use facepipe_pipeline::storage::{self, Location, StorageOptions};
 use facepipe_pipeline::test_support::{require, Component};
-use facepipe_tests::{facepipe_bin, sample_data, workspace_root};
+use facepipe_tests::{
+    files_under, free_port, sample_data, wait_for_port, workspace_root, Dir, ProcessGroup,
+    TestCommand,
+};
 use serde_json::Value;
 
 const BUCKET: &str = "facepipe-e2e";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// A child process (and its process group) that is killed when dropped.
-struct Guard {
-    child: Child,
-    name: &'static str,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // The emulator starts grandchildren (cargo run → the function): end the whole group.
-        let pgid = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
-        let _ = self.child.wait();
-        eprintln!("stopped {}", self.name);
-    }
-}
-
-fn spawn_group(mut cmd: Command, name: &'static str) -> Guard {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Guard { child, name }
-}
-
-fn wait_for_port(port: u16, what: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what} did not open port {port} within {timeout:?}");
-}
-
 /// The Lambda worker under `cargo lambda watch`.
 struct LambdaEmulator {
     port: u16,
-    _guard: Guard,
+    _group: ProcessGroup,
 }
 
 impl LambdaEmulator {
@@ -114,11 +65,11 @@ impl LambdaEmulator {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let guard = spawn_group(cmd, "cargo lambda watch");
+        let group = ProcessGroup::spawn(cmd, "cargo lambda watch");
         wait_for_port(port, "cargo lambda watch", Duration::from_secs(120));
         LambdaEmulator {
             port,
-            _guard: guard,
+            _group: group,
         }
     }
 
@@ -135,85 +86,36 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn facepipe(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
+/// `facepipe ARGS…` in the AWS region the S3 tests use.
+fn facepipe(args: &[&str]) -> TestCommand {
+    let mut cmd = TestCommand::new();
     cmd.args(args).env("AWS_REGION", "us-east-1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn report_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "facepipe failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
+    cmd
 }
 
 /// Inputs for the comparison: all of people/ (70 photos, one byte-identical pair), three ORL
 /// subjects (30 tight greyscale crops) under names with spaces and Unicode, and three bad
 /// files (a truncated JPEG, text named .jpg, a PGM declaring 100 megapixels).
-fn build_input(root: &Path) -> usize {
+fn build_input(input: &Dir) -> usize {
     let data = sample_data();
     for entry in std::fs::read_dir(data.join("people")).unwrap() {
         let entry = entry.unwrap();
-        copy_dir(&entry.path(), &root.join(entry.file_name()));
+        input.copy_dir(entry.path(), entry.file_name());
     }
     for (s, name) in [("s1", "ORL sujet 1"), ("s2", "Zoë Ørl 2"), ("s3", "ORL s3")] {
-        copy_dir(&data.join("orl").join(s), &root.join(name));
+        input.copy_dir(data.join("orl").join(s), name);
     }
-    let bad = root.join("Bad Files");
-    std::fs::create_dir_all(&bad).unwrap();
     // The first 600 bytes of a real JPEG: a truncated image.
     let jpeg = std::fs::read(data.join("people/Joe_Biden/Joe_Biden_0001.jpg")).unwrap();
-    std::fs::write(bad.join("truncated.jpg"), &jpeg[..600]).unwrap();
-    std::fs::write(bad.join("notes.jpg"), b"this is not an image at all\n").unwrap();
+    input.create("Bad Files/truncated.jpg", &jpeg[..600]);
+    input.create("Bad Files/notes.jpg", b"this is not an image at all\n");
     // A greyscale image whose header declares 100 megapixels: refused before decoding.
     let mut huge = b"P5\n10000 10000\n255\n".to_vec();
     huge.extend_from_slice(&[128u8; 4096]);
-    std::fs::write(bad.join("huge.pgm"), huge).unwrap();
+    input.create("Bad Files/huge.pgm", huge);
     // An LFW pairs file at the root is not an input.
-    std::fs::write(root.join("pairs.txt"), "1\t1\n").unwrap();
-    walk_files(root).len() - 1
-}
-
-fn walk_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    input.create("pairs.txt", "1\t1\n");
+    files_under(input.path()).len() - 1
 }
 
 /// Load a manifest and every sample, from a folder or S3.
@@ -248,7 +150,7 @@ fn outcomes(m: &Manifest) -> BTreeMap<String, Outcome> {
 fn upload_dir(root: &Path, location: &str, options: &StorageOptions) {
     runtime().block_on(async {
         let store = storage::open_str(location, options).await.unwrap();
-        for path in walk_files(root) {
+        for path in files_under(root) {
             let key = path
                 .strip_prefix(root)
                 .unwrap()
@@ -343,23 +245,21 @@ fn three_deployments_agree_on_people_and_orl() {
     if !(require(Component::SeaweedFs) && require(Component::LambdaEmulator)) {
         return;
     }
-    let input = tempfile::tempdir().unwrap();
-    let inputs = build_input(input.path());
-    let out = tempfile::tempdir().unwrap();
-    let local_out = out.path().join("local");
+    let input = Dir::new();
+    let inputs = build_input(&input);
+    let out = Dir::new();
+    let local_out = out.join("local");
 
     // 1. Local workers, local folders.
-    let r1 = report_of(&facepipe(
-        &[
-            "prepare",
-            input.path().to_str().unwrap(),
-            local_out.to_str().unwrap(),
-            "--workers",
-            "2",
-            "--json",
-        ],
-        &[],
-    ));
+    let r1 = facepipe(&[
+        "prepare",
+        input.path().to_str().unwrap(),
+        local_out.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--json",
+    ])
+    .json();
     assert_eq!(r1["images"], inputs);
     let (m1, s1) = load_dataset(local_out.to_str().unwrap(), &StorageOptions::default());
     check_dataset(&m1, &s1, inputs);
@@ -375,19 +275,18 @@ fn three_deployments_agree_on_people_and_orl() {
         ("AWS_SECRET_ACCESS_KEY", SECRET),
     ];
     let s3_out = format!("s3://{BUCKET}/local-workers");
-    let r2 = report_of(&facepipe(
-        &[
-            "prepare",
-            &s3_in,
-            &s3_out,
-            "--s3-endpoint",
-            &endpoint,
-            "--workers",
-            "2",
-            "--json",
-        ],
-        &creds,
-    ));
+    let r2 = facepipe(&[
+        "prepare",
+        &s3_in,
+        &s3_out,
+        "--s3-endpoint",
+        &endpoint,
+        "--workers",
+        "2",
+        "--json",
+    ])
+    .envs(&creds)
+    .json();
     assert_eq!(r2["images"], inputs);
     let (m2, s2) = load_dataset(&s3_out, &opts);
     check_dataset(&m2, &s2, inputs);
@@ -395,23 +294,22 @@ fn three_deployments_agree_on_people_and_orl() {
     // 3. Lambda workers (the emulator), S3.
     let lambda = LambdaEmulator::start(2);
     let lambda_out = format!("s3://{BUCKET}/lambda-workers");
-    let r3 = report_of(&facepipe(
-        &[
-            "prepare",
-            &s3_in,
-            &lambda_out,
-            "--s3-endpoint",
-            &endpoint,
-            "--executor",
-            "lambda",
-            "--lambda-endpoint",
-            &lambda.endpoint(),
-            "--workers",
-            "2",
-            "--json",
-        ],
-        &creds,
-    ));
+    let r3 = facepipe(&[
+        "prepare",
+        &s3_in,
+        &lambda_out,
+        "--s3-endpoint",
+        &endpoint,
+        "--executor",
+        "lambda",
+        "--lambda-endpoint",
+        &lambda.endpoint(),
+        "--workers",
+        "2",
+        "--json",
+    ])
+    .envs(&creds)
+    .json();
     assert_eq!(r3["executor"], "lambda");
     let (m3, s3) = load_dataset(&lambda_out, &opts);
     check_dataset(&m3, &s3, inputs);
@@ -434,10 +332,9 @@ fn three_deployments_agree_on_people_and_orl() {
 }
 
 /// ORL subjects s1..s3: 30 small photos, quick even in a debug build.
-fn small_input(root: &Path) -> usize {
-    let data = sample_data();
+fn small_input(input: &Dir) -> usize {
     for s in ["s1", "s2", "s3"] {
-        copy_dir(&data.join("orl").join(s), &root.join(format!("orl {s}")));
+        input.copy_dir(sample_data().join("orl").join(s), format!("orl {s}"));
     }
     30
 }
@@ -445,7 +342,7 @@ fn small_input(root: &Path) -> usize {
 /// The `worker` field of every task status of a local run: `local:<pid>` of the process
 /// that ran the task.
 fn status_workers(out: &Path) -> Vec<String> {
-    walk_files(&out.join("jobs"))
+    files_under(&out.join("jobs"))
         .into_iter()
         .filter(|p| p.ends_with("status.json"))
         .map(|p| {
@@ -464,6 +361,18 @@ fn running(pid: &str) -> bool {
                 .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// Waits until none of the processes `pids` runs; fails after `timeout` saying which
+/// worker outlived `what`.
+fn assert_all_end(pids: &[impl AsRef<str>], timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    for pid in pids.iter().map(AsRef::as_ref) {
+        while running(pid) {
+            assert!(Instant::now() < deadline, "worker {pid} outlived {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// The pids of the running children of process `parent`.
@@ -485,8 +394,8 @@ fn children_of(parent: u32) -> Vec<String> {
 
 #[test]
 fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
-    let input = tempfile::tempdir().unwrap();
-    let n = small_input(input.path());
+    let input = Dir::new();
+    let n = small_input(&input);
     // The faulty attempt dies in a warm worker (crash: SIGABRT; hang: killed at the timeout;
     // fail: answers "failed" and stays warm); the retry runs in a healthy one.
     for (fault, timeout, says) in [
@@ -494,22 +403,21 @@ fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
         ("hang:2", "20", "ran longer than 20 s"),
         ("fail:0", "600", "failing on purpose"),
     ] {
-        let out = tempfile::tempdir().unwrap();
-        let report = report_of(&facepipe(
-            &[
-                "prepare",
-                input.path().to_str().unwrap(),
-                out.path().to_str().unwrap(),
-                "--workers",
-                "2",
-                "--task-size",
-                "5",
-                "--task-timeout",
-                timeout,
-                "--json",
-            ],
-            &[("FACEPIPE_TEST_FAULT", fault)],
-        ));
+        let out = Dir::new();
+        let report = facepipe(&[
+            "prepare",
+            input.path().to_str().unwrap(),
+            out.path().to_str().unwrap(),
+            "--workers",
+            "2",
+            "--task-size",
+            "5",
+            "--task-timeout",
+            timeout,
+            "--json",
+        ])
+        .env("FACEPIPE_TEST_FAULT", fault)
+        .json();
         assert_eq!(report["tasks"], 6, "{fault}");
         assert_eq!(report["retries"], 1, "{fault}: {report}");
         assert_eq!(report["images"], n);
@@ -537,17 +445,11 @@ fn crashed_and_hung_workers_are_retried_and_nothing_is_lost() {
             distinct.len()
         );
         // The warm workers end with the job.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for w in &distinct {
-            let pid = w.strip_prefix("local:").unwrap();
-            while running(pid) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{fault}: worker {pid} outlived the job"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        let pids: Vec<&str> = distinct
+            .iter()
+            .map(|w| w.strip_prefix("local:").unwrap())
+            .collect();
+        assert_all_end(&pids, Duration::from_secs(10), &format!("{fault}: the job"));
     }
 }
 
@@ -558,8 +460,8 @@ fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
     }
     let weed = SeaweedFs::start(BUCKET).unwrap();
     let endpoint = weed.endpoint();
-    let input = tempfile::tempdir().unwrap();
-    small_input(input.path());
+    let input = Dir::new();
+    small_input(&input);
     let input = input.path().to_str().unwrap();
     let cases = [
         (
@@ -574,15 +476,11 @@ fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
         ),
     ];
     for (output, secret, expect) in cases {
-        let out = facepipe(
-            &["prepare", input, &output, "--s3-endpoint", &endpoint],
-            &[
-                ("AWS_ACCESS_KEY_ID", KEY_ID),
-                ("AWS_SECRET_ACCESS_KEY", secret),
-            ],
-        );
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = facepipe(&["prepare", input, &output, "--s3-endpoint", &endpoint])
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .assert_err();
+        let stderr = &out.stderr;
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(errors.len(), 1, "{stderr}");
         assert!(errors[0].contains(expect), "{stderr}");
@@ -592,9 +490,9 @@ fn wrong_credentials_and_missing_bucket_give_one_clear_error() {
 
 #[test]
 fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
-    let input = tempfile::tempdir().unwrap();
-    let n = small_input(input.path());
-    let out = tempfile::tempdir().unwrap();
+    let input = Dir::new();
+    let n = small_input(&input);
+    let out = Dir::new();
     let args = [
         "prepare",
         input.path().to_str().unwrap(),
@@ -607,12 +505,13 @@ fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
         "resume-test",
         "--json",
     ];
-    let mut client = Command::new(facepipe_bin())
+    let mut client = TestCommand::new();
+    client
         .args(args)
+        .cmd_mut()
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    let mut client = client.spawn();
     let results = out.path().join("jobs/resume-test/results");
     let statuses = |dir: &Path| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -640,16 +539,7 @@ fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
     assert!(!out.path().join(MANIFEST_FILE).exists());
     // A warm worker that was mid-task when the client died finishes that task, then sees its
     // stdin close and exits: it never lingers.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for pid in &workers {
-        while running(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "worker {pid} outlived its client"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    assert_all_end(&workers, Duration::from_secs(120), "its client");
     let before: BTreeMap<PathBuf, String> = statuses(&results)
         .into_iter()
         .map(|p| {
@@ -660,7 +550,7 @@ fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
     let finished = before.len();
     assert!((2..6).contains(&finished), "{finished} tasks finished");
 
-    let report = report_of(&facepipe(&args, &[]));
+    let report = facepipe(&args).json();
     assert_eq!(report["tasks_reused"], finished);
     assert_eq!(report["attempts"], 6 - finished);
     // The finished tasks' status objects were not rewritten.
@@ -673,7 +563,7 @@ fn an_interrupted_job_resumes_without_redoing_finished_tasks() {
     assert_eq!(m.job.tasks_reused as usize, finished);
 
     // A third run redoes nothing at all.
-    let again = report_of(&facepipe(&args, &[]));
+    let again = facepipe(&args).json();
     assert_eq!(again["tasks_reused"], 6);
     assert_eq!(again["attempts"], 0);
 }

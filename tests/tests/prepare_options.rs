@@ -9,59 +9,35 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use facepipe_pipeline::dataset::shards::read_all;
 use facepipe_pipeline::dataset::{Manifest, Outcome, Record, Sample};
 use facepipe_pipeline::{DetectorKind, FoundBy};
-use facepipe_tests::{facepipe_bin, fixtures, sample_data};
+use facepipe_tests::{fixtures, setup, Dir};
 use serde_json::Value;
 
 const GROUP: &str = "Group Photos";
 
 /// Two photos of two people each (SSD finds both faces in both; the tiny detector finds
-/// only one in obama_and_biden), and three one-face ORL photos.
-fn input(root: &Path) -> usize {
-    let group = root.join(GROUP);
-    std::fs::create_dir_all(&group).unwrap();
+/// only one in obama_and_biden), and three one-face ORL photos, in `dir`'s folder `in`.
+fn input(dir: &Dir) -> usize {
     for name in ["two_people.jpg", "obama_and_biden.jpg"] {
-        std::fs::copy(fixtures().join("engine").join(name), group.join(name)).unwrap();
+        dir.copy(
+            fixtures().join("engine").join(name),
+            Path::new("in").join(GROUP).join(name),
+        );
     }
-    let orl = root.join("orl s1");
-    std::fs::create_dir_all(&orl).unwrap();
-    for i in 1..=3 {
-        std::fs::copy(
-            sample_data().join(format!("orl/s1/{i}.pgm")),
-            orl.join(format!("{i}.pgm")),
-        )
-        .unwrap();
-    }
+    dir.copy_orl("s1", 3, "in/orl s1");
     5
 }
 
-/// Run `facepipe prepare INPUT OUTPUT --json EXTRA…` and return its report.
+/// Run `facepipe prepare INPUT OUTPUT --workers 2 --task-size 3 --json EXTRA…` and return
+/// its report.
 fn prepare(input: &Path, output: &Path, extra: &[&str]) -> Value {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        bin.display()
-    );
-    let out = Command::new(bin)
-        .arg("prepare")
-        .arg(input)
-        .arg(output)
+    setup::prepare(input, output)
         .args(["--workers", "2", "--task-size", "3", "--json"])
         .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "facepipe prepare {extra:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+        .json()
 }
 
 /// The manifest (typed and as raw JSON) and every stored sample by source.
@@ -100,14 +76,14 @@ fn raw_record<'a>(raw: &'a Value, source: &str) -> &'a Value {
 
 #[test]
 fn several_faces_skip_records_the_photo_and_stores_nothing_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let inputs = input(&dir.path().join("in"));
+    let dir = Dir::new();
+    let inputs = input(&dir);
     let two = format!("{GROUP}/two_people.jpg");
     let pair = format!("{GROUP}/obama_and_biden.jpg");
 
     // Default (largest): the group photos are kept, with the largest face.
-    let largest = dir.path().join("largest");
-    let report = prepare(&dir.path().join("in"), &largest, &[]);
+    let largest = dir.join("largest");
+    let report = prepare(&dir.join("in"), &largest, &[]);
     assert_eq!(report["images"], inputs);
     let (m, _, samples) = load(&largest);
     assert_eq!(m.records.len(), inputs);
@@ -125,8 +101,8 @@ fn several_faces_skip_records_the_photo_and_stores_nothing_for_it() {
     }
 
     // skip: the group photos are recorded as several_faces and nothing is stored for them.
-    let skip = dir.path().join("skip");
-    let report = prepare(&dir.path().join("in"), &skip, &["--several-faces", "skip"]);
+    let skip = dir.join("skip");
+    let report = prepare(&dir.join("in"), &skip, &["--several-faces", "skip"]);
     assert_eq!(report["images"], inputs);
     assert_eq!(report["outcomes"]["several_faces"], 2, "{report}");
     assert_eq!(report["faces"], inputs - 2, "{report}");
@@ -161,10 +137,10 @@ fn several_faces_skip_records_the_photo_and_stores_nothing_for_it() {
 
 #[test]
 fn tiny_detector_runs_and_is_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let inputs = input(&dir.path().join("in"));
-    let out = dir.path().join("tiny");
-    let report = prepare(&dir.path().join("in"), &out, &["--detector", "tiny"]);
+    let dir = Dir::new();
+    let inputs = input(&dir);
+    let out = dir.join("tiny");
+    let report = prepare(&dir.join("in"), &out, &["--detector", "tiny"]);
     assert_eq!(report["images"], inputs);
     let (m, raw, samples) = load(&out);
     assert_eq!(m.detector, DetectorKind::Tiny);

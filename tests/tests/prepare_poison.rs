@@ -14,58 +14,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use facepipe_pipeline::dataset::shards::read_all;
 use facepipe_pipeline::dataset::{Manifest, Outcome};
-use facepipe_tests::{facepipe_bin, sample_data};
+use facepipe_tests::{sample_data, setup, Dir};
 use serde_json::Value;
 
-fn facepipe(input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let bin = facepipe_bin();
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace --all-features --bins` first",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.arg("prepare")
-        .arg(input)
-        .arg(output)
+/// `facepipe prepare INPUT OUTPUT --json EXTRA…` with `env`: its report.
+fn prepare(input: &Dir, output: &Dir, extra: &[&str], env: &[(&str, &str)]) -> Value {
+    setup::prepare(input.path(), output.path())
         .arg("--json")
-        .args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn report_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "facepipe prepare failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// Copy ORL photos `s/1..=n.pgm` into `root/dir/`.
-fn orl(root: &Path, s: &str, n: u32, dir: &str) {
-    let to = root.join(dir);
-    std::fs::create_dir_all(&to).unwrap();
-    for i in 1..=n {
-        std::fs::copy(
-            sample_data().join(format!("orl/{s}/{i}.pgm")),
-            to.join(format!("{i}.pgm")),
-        )
-        .unwrap();
-    }
+        .args(extra)
+        .envs(env)
+        .json()
 }
 
 /// Every stored sample's source, checking each shard holds what the manifest says.
@@ -83,17 +44,13 @@ fn stored_sources(output: &Path, m: &Manifest) -> Vec<String> {
 
 #[test]
 fn a_poison_photo_fails_alone_and_the_job_finishes() {
-    let input = tempfile::tempdir().unwrap();
-    orl(input.path(), "s1", 9, "orl s1");
+    let input = Dir::new();
+    input.copy_orl("s1", 9, "orl s1");
     // Sorted keys: 1 2 3 4 | 4b_poison 5 6 7 | 8 9 — the poison photo shares a task of 4.
     let poison = "orl s1/4b_poison.pgm";
-    std::fs::copy(
-        sample_data().join("orl/s2/1.pgm"),
-        input.path().join(poison),
-    )
-    .unwrap();
+    input.copy(sample_data().join("orl/s2/1.pgm"), poison);
     let inputs = 10;
-    let out = tempfile::tempdir().unwrap();
+    let out = Dir::new();
     let args = [
         "--workers",
         "2",
@@ -105,7 +62,7 @@ fn a_poison_photo_fails_alone_and_the_job_finishes() {
         "poison",
     ];
     let fault = [("FACEPIPE_TEST_FAULT", "poison:4b_poison.pgm")];
-    let report = report_of(&facepipe(input.path(), out.path(), &args, &fault));
+    let report = prepare(&input, &out, &args, &fault);
     assert_eq!(report["tasks"], 3, "{report}");
     assert_eq!(report["tasks_isolated"], 1, "{report}");
     let failed = report["failed_images"].as_array().unwrap();
@@ -153,7 +110,7 @@ fn a_poison_photo_fails_alone_and_the_job_finishes() {
     }
 
     // Resume: the isolated task is finished, so a rerun redoes nothing and agrees.
-    let again = report_of(&facepipe(input.path(), out.path(), &args, &fault));
+    let again = prepare(&input, &out, &args, &fault);
     assert_eq!(again["tasks_reused"], 3, "{again}");
     assert_eq!(again["attempts"], 0, "{again}");
     assert_eq!(again["tasks_isolated"], 1, "{again}");
@@ -164,21 +121,16 @@ fn a_poison_photo_fails_alone_and_the_job_finishes() {
 
 #[test]
 fn an_8_gb_file_is_too_large_without_being_read() {
-    let input = tempfile::tempdir().unwrap();
-    orl(input.path(), "s1", 3, "orl s1");
+    let input = Dir::new();
+    input.copy_orl("s1", 3, "orl s1");
     // Sparse: 8 GiB long, no disk blocks. Reading it would take 8 GiB of memory.
-    let huge = input.path().join("orl s1/huge.jpg");
+    let huge = input.join("orl s1/huge.jpg");
     std::fs::File::create(&huge)
         .unwrap()
         .set_len(8 << 30)
         .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = report_of(&facepipe(
-        input.path(),
-        out.path(),
-        &["--workers", "1", "--task-size", "2"],
-        &[],
-    ));
+    let out = Dir::new();
+    let report = prepare(&input, &out, &["--workers", "1", "--task-size", "2"], &[]);
     let m = Manifest::load(out.path()).unwrap();
     assert_eq!(m.records.len(), 4);
     let r = m
@@ -200,15 +152,14 @@ fn an_8_gb_file_is_too_large_without_being_read() {
 
 #[test]
 fn rerunning_after_a_duplicate_only_shard_was_deleted_gives_the_same_manifest() {
-    let input = tempfile::tempdir().unwrap();
+    let input = Dir::new();
     let photo = sample_data().join("people/Joe_Biden/Joe_Biden_0001.jpg");
     for dir in ["A", "B"] {
-        std::fs::create_dir_all(input.path().join(dir)).unwrap();
-        std::fs::copy(&photo, input.path().join(dir).join("1.jpg")).unwrap();
+        input.copy(&photo, format!("{dir}/1.jpg"));
     }
-    let out = tempfile::tempdir().unwrap();
+    let out = Dir::new();
     let args = ["--workers", "1", "--task-size", "1", "--job", "dups"];
-    let first = report_of(&facepipe(input.path(), out.path(), &args, &[]));
+    let first = prepare(&input, &out, &args, &[]);
     assert_eq!(first["tasks"], 2, "{first}");
     let m1 = Manifest::load(out.path()).unwrap();
     // B/1.jpg is the duplicate; its task's shard held only it and is gone.
@@ -217,7 +168,7 @@ fn rerunning_after_a_duplicate_only_shard_was_deleted_gives_the_same_manifest() 
     assert!(!out.path().join("shards/dups/00001.tar").exists());
     assert_eq!(m1.shards.len(), 1);
 
-    let second = report_of(&facepipe(input.path(), out.path(), &args, &[]));
+    let second = prepare(&input, &out, &args, &[]);
     assert_eq!(second["tasks_reused"], 2, "{second}");
     let m2 = Manifest::load(out.path()).unwrap();
     assert_eq!(m2.records, m1.records);

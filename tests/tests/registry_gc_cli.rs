@@ -5,31 +5,9 @@
 
 use std::process::Command;
 
-use facepipe_serving::deployment::{now_rfc3339, pretrained_metric};
-use facepipe_serving::{Bundle, DeploymentInfo, Gallery, ModelRef, Registry};
+use facepipe_serving::test_fixtures::bundle;
+use facepipe_serving::Registry;
 use facepipe_tests::facepipe_bin;
-use facepipe_training::DistanceKind;
-
-fn bundle(name: &str) -> Bundle {
-    let mut gallery = Gallery::empty(DistanceKind::Euclidean, 2);
-    gallery.add(name, &[vec![1.0, 0.0]], "x").unwrap();
-    Bundle {
-        info: DeploymentInfo {
-            version: 0,
-            name: None,
-            created: now_rfc3339(),
-            model: ModelRef::pretrained(),
-            metric: pretrained_metric(),
-            embedding_dim: 2,
-            people: 1,
-            embeddings: 1,
-            gallery_source: "test".into(),
-            parent: None,
-            reason: "deploy".into(),
-        },
-        gallery,
-    }
-}
 
 fn gc(registry: &std::path::Path, args: &[&str]) -> std::process::Output {
     assert!(

@@ -4,41 +4,19 @@
 //! Needs the binary: `cargo build --workspace --all-features --bins` first.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use facepipe_tests::{facepipe_bin, fixtures};
-
-fn bin() -> std::path::PathBuf {
-    let bin = facepipe_bin();
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --workspace --all-features --bins` first",
-        bin.display()
-    );
-    bin
-}
+use facepipe_tests::{serve_command, setup, Dir, Server};
 
 /// `facepipe serve` with `flags` on a registry that does not exist: the flags must be
-/// refused before the registry is opened. Returns stderr.
+/// refused (an error, not a crash) before the registry is opened. Returns stderr.
 fn refused(flags: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .args(["-q", "serve", "--listen", "127.0.0.1:0", "--registry"])
-        .arg(dir.path().join("no-registry"))
+    let dir = Dir::new();
+    serve_command(dir.join("no-registry"))
+        .arg("-q")
         .args(flags)
         .env_remove("FACEPIPE_API_KEY")
         .env_remove("FACEPIPE_API_KEY_FILE")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{flags:?} was accepted: {stderr}");
-    assert!(
-        !stderr.contains("panicked"),
-        "{flags:?} crashed instead of an error: {stderr}"
-    );
-    stderr
+        .assert_err()
+        .stderr
 }
 
 #[test]
@@ -71,8 +49,8 @@ fn nonsense_flags_get_a_clear_error() {
         let err = refused(&[flag, value]);
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing-key");
+    let dir = Dir::new();
+    let missing = dir.join("missing-key");
     let err = refused(&["--api-key-file", missing.to_str().unwrap()]);
     assert!(err.contains("--api-key-file"), "{err}");
     let err = refused(&["--require-key-for-all"]);
@@ -83,75 +61,30 @@ fn nonsense_flags_get_a_clear_error() {
 /// of a delete of someone not enrolled with the `presented` key (404 when it was accepted,
 /// 403 when it was not).
 fn delete_status_with(key_args: &[&str], env: &[(&str, &str)], presented: &str) -> u16 {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry");
-    let out = Command::new(bin())
-        .args([
-            "-q",
-            "deploy",
-            "--no-serve",
-            "--model",
-            "pretrained",
-            "--gallery",
-        ])
-        .arg(fixtures().join("serving").join("gallery"))
-        .arg("--registry")
-        .arg(&registry)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let dir = Dir::new();
+    let registry = dir.join("registry");
+    setup::deploy_gallery(&registry).stdout();
+    let server = Server::start(
+        serve_command(&registry)
+            .args(["-q", "--poll-interval", "0"])
+            .args(key_args)
+            .env_remove("FACEPIPE_API_KEY")
+            .env_remove("FACEPIPE_API_KEY_FILE")
+            .envs(env),
     );
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "-q",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--poll-interval",
-        "0",
-    ])
-    .arg("--registry")
-    .arg(&registry)
-    .args(key_args)
-    .env_remove("FACEPIPE_API_KEY")
-    .env_remove("FACEPIPE_API_KEY_FILE")
-    .stdout(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut server = cmd.spawn().unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("API at ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(300));
-    let status = url.map(|url| {
-        reqwest::blocking::Client::new()
-            .delete(format!("{}v1/people/Nobody_Enrolled", url))
-            .bearer_auth(presented)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    let _ = server.kill();
-    let _ = server.wait();
-    status.expect("the server never said where it listens")
+    reqwest::blocking::Client::new()
+        .delete(format!("{}/v1/people/Nobody_Enrolled", server.url()))
+        .bearer_auth(presented)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[test]
 fn the_api_key_comes_from_a_file_or_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("api-key");
-    std::fs::write(&file, "from-a-file-7c2\n").unwrap();
+    let dir = Dir::new();
+    let file = dir.create("api-key", "from-a-file-7c2\n");
     let path = file.to_str().unwrap();
     assert_eq!(
         delete_status_with(&["--api-key-file", path], &[], "from-a-file-7c2"),

@@ -7,84 +7,42 @@
 //! without them the test skips with a message, and fails when `CI` is set.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use facepipe_pipeline::storage::seaweed::SeaweedFs;
 use facepipe_pipeline::test_support::{require, Component};
 use facepipe_serving::Registry;
-use facepipe_tests::{facepipe_bin, fixtures};
+use facepipe_tests::{fixtures, serve_command, setup, Dir, Server, TestCommand};
 
 const BUCKET: &str = "facepipe-two-servers";
 const API_KEY: &str = "two-servers-key-91b";
 
-/// A running `facepipe serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(registry: &str, endpoint: &str, cache: &std::path::Path) -> Server {
-        let mut child = Command::new(facepipe_bin())
-            .args(["serve", "--registry", registry, "--s3-endpoint", endpoint])
-            .args(["--listen", "127.0.0.1:0", "--poll-interval", "0.5"])
+/// A `facepipe serve` of the S3 registry, with the API key.
+fn start_server(registry: &str, endpoint: &str, cache: &std::path::Path) -> Server {
+    Server::start(
+        serve_command(registry)
+            .args(["--s3-endpoint", endpoint, "--poll-interval", "0.5"])
             .args(["--api-key", API_KEY])
-            .env("FACEPIPE_REGISTRY_CACHE", cache)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Read the address it prints, then keep draining its output.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("web page and API at ").nth(1) {
-                    let url = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .trim_end_matches('/');
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            url: String::new(),
-        };
-        server.url = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("the server did not start");
-        server
-    }
-
-    /// `(deployment, people)` from `GET /v1/people`.
-    fn people(&self, client: &reqwest::blocking::Client) -> (u64, Vec<String>) {
-        let answer: serde_json::Value = client
-            .get(format!("{}/v1/people", self.url))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let people = answer["people"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap().to_string())
-            .collect();
-        (answer["deployment"].as_u64().unwrap(), people)
-    }
+            .env("FACEPIPE_REGISTRY_CACHE", cache),
+    )
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `(deployment, people)` from `GET /v1/people`.
+fn served_people(server: &Server, client: &reqwest::blocking::Client) -> (u64, Vec<String>) {
+    let answer: serde_json::Value = client
+        .get(format!("{}/v1/people", server.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let people = answer["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    (answer["deployment"].as_u64().unwrap(), people)
 }
 
 fn enroll(client: &reqwest::blocking::Client, server: &str, person: &str, photo: &str) -> u64 {
@@ -110,39 +68,19 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
     if !require(Component::SeaweedFs) || !require(Component::ModelWeights) {
         return;
     }
-    assert!(
-        facepipe_bin().is_file(),
-        "{} is missing: run `cargo build -p facepipe` first",
-        facepipe_bin().display()
-    );
     let weed = SeaweedFs::start(BUCKET).unwrap();
     let registry = weed.location("two-servers/registry");
     let endpoint = weed.endpoint();
-    let cache = tempfile::tempdir().unwrap();
+    let cache = Dir::new();
 
-    let out = Command::new(facepipe_bin())
-        .args([
-            "-q",
-            "deploy",
-            "--no-serve",
-            "--model",
-            "pretrained",
-            "--gallery",
-        ])
-        .arg(fixtures().join("serving").join("gallery"))
-        .args(["--registry", &registry, "--s3-endpoint", &endpoint])
+    setup::deploy_gallery(&registry)
+        .args(["--s3-endpoint", &endpoint])
         .env("FACEPIPE_REGISTRY_CACHE", cache.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdout();
 
     let servers = [
-        Server::start(&registry, &endpoint, cache.path()),
-        Server::start(&registry, &endpoint, cache.path()),
+        start_server(&registry, &endpoint, cache.path()),
+        start_server(&registry, &endpoint, cache.path()),
     ];
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -152,12 +90,12 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
     let go = Arc::new(Barrier::new(2));
     let jobs = [
         (
-            servers[0].url.clone(),
+            servers[0].url().to_string(),
             "Kit_Harington",
             "Kit_Harington_0001.jpg",
         ),
         (
-            servers[1].url.clone(),
+            servers[1].url().to_string(),
             "Anthony_Hopkins",
             "Anthony_Hopkins_0001.jpg",
         ),
@@ -195,7 +133,8 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
     // Both servers come to serve CURRENT, and lease it.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let served: Vec<(u64, Vec<String>)> = servers.iter().map(|s| s.people(&client)).collect();
+        let served: Vec<(u64, Vec<String>)> =
+            servers.iter().map(|s| served_people(s, &client)).collect();
         let leases = reg.leases().unwrap();
         let leased_latest = leases
             .iter()
@@ -212,7 +151,7 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
     }
 
     // Retention: keep only the newest version; the servers' leases are on it too.
-    let out = Command::new(facepipe_bin())
+    let stdout = TestCommand::new()
         .args([
             "-q",
             "registry",
@@ -223,14 +162,7 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
             "1",
         ])
         .args(["--s3-endpoint", &endpoint])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdout();
     assert!(
         stdout.contains(&format!("current: v{latest:04}")),
         "{stdout}"
@@ -238,6 +170,6 @@ fn two_servers_enrolling_at_once_both_land_in_current() {
     assert_eq!(reg.versions().unwrap(), [latest as u32]);
     // The servers keep answering from the version they serve.
     for s in &servers {
-        assert_eq!(s.people(&client).0, latest);
+        assert_eq!(served_people(s, &client).0, latest);
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use facepipe_model::Embedder;
 use facepipe_pipeline::ModelDir;
-use facepipe_training::Embedder;
 use serde_json::json;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

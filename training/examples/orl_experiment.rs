@@ -15,10 +15,10 @@ mod common;
 
 use std::path::PathBuf;
 
+use facepipe_model::{Embedder, Metric};
 use facepipe_training::data::{FaceSet, SplitConfig};
 use facepipe_training::trainer::validate::{summarise, threshold_at_far, PairSummary};
-use facepipe_training::trainer::{self, RunOptions, TrainConfig};
-use facepipe_training::{Embedder, Metric};
+use facepipe_training::trainer::{self, Phase, RunOptions, TrainConfig, TrainProgress};
 
 /// Verification on every pair of `emb` (score: minus the model's distance).
 fn verify(emb: &[Vec<f32>], labels: &[usize], metric: &Metric) -> serde_json::Value {
@@ -109,6 +109,13 @@ fn verify(emb: &[Vec<f32>], labels: &[usize], metric: &Metric) -> serde_json::Va
     })
 }
 
+/// One line per finished epoch on stderr (the library itself prints nothing).
+fn print_epoch(p: &TrainProgress) {
+    if let (Phase::EpochEnd, Some(log)) = (p.phase, &p.log) {
+        eprintln!("{}", log.summary(p.epochs));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = PathBuf::from(args.get(1).map_or("orl_experiment", String::as_str));
@@ -144,11 +151,8 @@ fn main() -> anyhow::Result<()> {
         &model_dir,
         &cfg,
         &RunOptions {
-            device,
-            models: None,
-            resume: false,
-            progress: true,
-            stop_after: None,
+            progress: Some(std::sync::Arc::new(print_epoch)),
+            ..RunOptions::on(device)
         },
     )?;
     let train_s = started.elapsed().as_secs_f64();
@@ -170,7 +174,7 @@ fn main() -> anyhow::Result<()> {
     let e_pre = pretrained.embed(&crops)?;
     let e_ft = finetuned.embed(&crops)?;
     let cosine = Metric {
-        distance: facepipe_training::DistanceKind::Cosine,
+        distance: facepipe_model::DistanceKind::Cosine,
         threshold: 0.0,
     };
     let report = serde_json::json!({

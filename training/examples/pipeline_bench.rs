@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use facepipe_model::Embedder;
 use facepipe_pipeline::dataset::layout::IMAGE_EXTENSIONS;
 use facepipe_pipeline::fanout::client::percentile;
 use facepipe_pipeline::{image_io, EngineOptions, FaceEngine, ModelDir};
-use facepipe_training::Embedder;
 use serde_json::json;
 
 fn photos(dirs: &[PathBuf]) -> Vec<PathBuf> {

@@ -38,7 +38,12 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .map_err(anyhow::Error::msg)?;
     let device = Device::cuda_if_available();
-    facepipe_training::init_threads();
+    // As the binary does: FACEPIPE_THREADS, else the cores this process may use.
+    facepipe_model::set_threads(
+        std::env::var("FACEPIPE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    );
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
@@ -49,19 +54,9 @@ fn main() -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let classes = 1000;
-    let model = build_model(
-        &cfg,
-        classes,
-        &RunOptions {
-            device,
-            models: None,
-            resume: false,
-            progress: false,
-            stop_after: None,
-        },
-    )?;
+    let model = build_model(&cfg, classes, &RunOptions::on(device))?;
     let mut opt = build_optimizer(&cfg, &model.vs)?;
-    let s = i64::from(cfg.input().size);
+    let s = i64::from(cfg.arch.input_size());
     let x = Tensor::randn([batch, 3, s, s], (Kind::Float, device));
     let y = Tensor::randint(classes as i64, [batch], (Kind::Int64, device));
     let mut stepper = Stepper::new(precision, device);
@@ -90,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let median = rates[1];
     let report = serde_json::json!({
         "impl": "facepipe (tch)",
-        "arch": cfg.arch_name(),
+        "arch": cfg.arch.name(),
         "batch": batch,
         "steps": steps,
         "precision": precision.effective(device).name(),

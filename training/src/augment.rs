@@ -11,23 +11,7 @@ use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub use crate::preprocess::InputSpec;
-
-impl InputSpec {
-    /// MobileFaceNet / ArcFace convention: 112×112, `(x − 127.5) / 128`.
-    pub fn mobilefacenet() -> Self {
-        Self {
-            size: crate::mobilefacenet::INPUT_SIZE,
-            mean: [127.5; 3],
-            std: [128.0; 3],
-        }
-    }
-
-    /// Number of `f32` values of one CHW image.
-    pub fn chw_len(&self) -> usize {
-        3 * (self.size as usize) * (self.size as usize)
-    }
-}
+pub use facepipe_model::InputSpec;
 
 /// Random augmentations and their strengths. `AugmentConfig::none()` leaves the crop as is
 /// (only resized and normalised): that is what validation and evaluation use.

@@ -43,7 +43,7 @@ fn device_code(device: Device) -> Result<i32> {
         Device::Cpu => Ok(DEVICE_CPU),
         Device::Cuda(_) => Ok(DEVICE_CUDA),
         other => Err(Error::Invalid(format!(
-            "autocast is only wired for CPU and CUDA, not {other:?}: use --precision f32"
+            "autocast is only wired for CPU and CUDA, not {other:?}: use f32 precision"
         ))),
     }
 }
@@ -69,7 +69,7 @@ fn code_kind(code: i32) -> Kind {
 
 fn torch_failed(what: &str) -> Error {
     Error::Invalid(format!(
-        "libtorch refused to {what}; train with --precision f32"
+        "libtorch refused to {what}; train in f32 precision"
     ))
 }
 

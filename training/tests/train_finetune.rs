@@ -9,9 +9,10 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use facepipe_model::{DistanceKind, Embedder, InputSpec};
 use facepipe_training::data::{FaceSet, IdentitySplit, Loader, LoaderConfig, SplitConfig};
 use facepipe_training::trainer::{self, sweep, Arch, Init, OptimizerKind, RunOptions, TrainConfig};
-use facepipe_training::{DistanceKind, Embedder, InputSpec};
+use facepipe_training::Error;
 
 fn quick_config() -> TrainConfig {
     TrainConfig {
@@ -33,13 +34,7 @@ fn quick_config() -> TrainConfig {
 }
 
 fn cpu() -> RunOptions {
-    RunOptions {
-        device: tch::Device::Cpu,
-        models: None,
-        resume: false,
-        progress: false,
-        stop_after: None,
-    }
+    RunOptions::on(tch::Device::Cpu)
 }
 
 #[test]
@@ -123,7 +118,10 @@ fn resume_continues_from_the_saved_epoch() {
         ..cfg.clone()
     };
     let err = trainer::train(&data, &out, &again, &cpu()).unwrap_err();
-    assert!(err.to_string().contains("--resume"), "{err}");
+    assert!(
+        matches!(&err, Error::CheckpointExists { out: o } if o == &out),
+        "{err:?}"
+    );
 
     let resumed = trainer::train(
         &data,
@@ -155,6 +153,21 @@ fn resume_continues_from_the_saved_epoch() {
         },
     )
     .unwrap_err();
+    match &err {
+        Error::CheckpointMismatch {
+            path,
+            what,
+            saved,
+            requested,
+        } => {
+            assert_eq!(path, &out.join(trainer::CHECKPOINT_DIR));
+            assert_eq!(
+                (what.as_str(), saved.as_str(), requested.as_str()),
+                ("lr", "0.01", "0.5")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(err.to_string().contains("different settings"), "{err}");
 }
 
@@ -378,7 +391,15 @@ fn sweep_runs_every_grid_point_and_keeps_the_best_by_validation_score() {
     let grid = sweep::grid_of(&base, &[0.1, 1.0], &[0.2, 0.5]);
     assert_eq!(grid.len(), 4);
     let out = tmp.path().join("sweep-out");
-    let points = sweep::run(&faces, &out, &grid, &cpu(), 1).unwrap();
+    let mut reported = Vec::new();
+    let points = sweep::run(&faces, &out, &grid, &cpu(), 1, |p| {
+        reported.push(p.dir.clone())
+    })
+    .unwrap();
+    // Each point was reported as its run ended, in grid order.
+    let mut in_grid_order: Vec<_> = points.iter().map(|p| p.dir.clone()).collect();
+    in_grid_order.sort();
+    assert_eq!(reported, in_grid_order);
 
     // Every configuration ran, in its own folder, with a score.
     assert_eq!(points.len(), 4);

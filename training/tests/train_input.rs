@@ -5,17 +5,16 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use facepipe_training::data::SplitConfig;
-use facepipe_training::trainer::{self, Arch, Init, RunOptions, TrainConfig, CHECKPOINT_DIR};
+use facepipe_training::trainer::{
+    self, Arch, Init, Phase, RunOptions, TrainConfig, TrainProgress, CHECKPOINT_DIR,
+};
+use facepipe_training::Error;
 
 fn cpu() -> RunOptions {
-    RunOptions {
-        device: tch::Device::Cpu,
-        models: None,
-        resume: false,
-        progress: false,
-        stop_after: None,
-    }
+    RunOptions::on(tch::Device::Cpu)
 }
 
 fn scratch(epochs: usize, split: SplitConfig) -> TrainConfig {
@@ -72,8 +71,35 @@ fn a_checkpoint_with_no_best_threshold_resumes() {
         test: 0.0,
         seed: 0,
     };
-    let first = trainer::train(&data, &out, &scratch(1, split), &cpu()).unwrap();
+    let reports: Arc<Mutex<Vec<TrainProgress>>> = Arc::default();
+    let recorder = Arc::clone(&reports);
+    let recording = RunOptions {
+        progress: Some(Arc::new(move |p: &TrainProgress| {
+            recorder.lock().unwrap().push(p.clone())
+        })),
+        ..cpu()
+    };
+    let first = trainer::train(&data, &out, &scratch(1, split), &recording).unwrap();
     assert_eq!(first.state.completed_epochs, 1);
+    // The run reported each step and its epoch's end, in order, and printed nothing itself.
+    let reports = reports.lock().unwrap().clone();
+    let phases: Vec<(Phase, usize)> = reports.iter().map(|p| (p.phase, p.step)).collect();
+    assert_eq!(
+        phases,
+        [
+            (Phase::EpochStart, 0),
+            (Phase::Step, 1),
+            (Phase::Step, 2),
+            (Phase::Validating, 0),
+            (Phase::EpochEnd, 0),
+            (Phase::Finishing, 0),
+        ]
+    );
+    assert!(reports
+        .iter()
+        .all(|p| (p.epoch, p.epochs, p.steps) == (1, 1, 2)));
+    assert!(reports[1].loss.is_some_and(f64::is_finite) && reports[1].lr > 0.0);
+    assert_eq!(reports[4].log.as_ref(), Some(&first.state.history[0]));
 
     // What an older version wrote when validation never beat chance (best threshold +inf)
     // and no epoch had scored yet (best score −inf): both as null.
@@ -100,9 +126,54 @@ fn a_checkpoint_with_no_best_threshold_resumes() {
     let text = std::fs::read_to_string(&state_path).unwrap();
     let back: trainer::TrainState = serde_json::from_str(&text).unwrap();
     assert_eq!(back.completed_epochs, 2);
-    assert_eq!(back.best_epoch, resumed.state.best_epoch);
-    assert!(back.best_score.is_some());
+    assert_eq!(
+        back.early_stop.best_epoch,
+        resumed.state.early_stop.best_epoch
+    );
+    assert!(back.early_stop.best_score.is_some());
     let model: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     assert!(model["threshold"].as_f64().is_some_and(f64::is_finite));
+}
+
+#[test]
+fn resume_and_stop_mistakes_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("orl");
+    common::write_orl_dataset(&data, 1..=4, 2).unwrap();
+    let out = tmp.path().join("model");
+    let split = SplitConfig {
+        val: 0.0,
+        test: 0.0,
+        seed: 0,
+    };
+    let cfg = scratch(1, split);
+    let stop_now = RunOptions {
+        stop_after: Some(0),
+        ..cpu()
+    };
+    let err = trainer::train(&data, &out, &cfg, &stop_now).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BadSetting {
+                setting: "stop_after",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let resume = RunOptions {
+        resume: true,
+        ..cpu()
+    };
+    let err = trainer::train(&data, &out, &cfg, &resume).unwrap_err();
+    match &err {
+        Error::NoCheckpoint { path } => {
+            assert_eq!(path, &out.join(CHECKPOINT_DIR).join("state.json"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The library names no command-line flag.
+    assert!(!err.to_string().contains("--"), "{err}");
 }

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use facepipe_model::{ModelSource, Recognizer};
 use facepipe_pipeline::{image_io, EngineOptions, FaceEngine};
-use facepipe_training::Embedder;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -55,33 +55,35 @@ pub struct CompareArgs {
     pub device: String,
 }
 
-/// The pretrained network (`None` or "pretrained") or a trained artifact folder. The
-/// pretrained weights are only looked up when they are needed.
-pub fn load_embedder(
+/// The face engine and the embedding network `model` names: the pretrained network (`None`
+/// or "pretrained") or a trained artifact folder (a folder named "pretrained" wins over the
+/// keyword).
+pub fn load_recognizer(
     global: &GlobalArgs,
     model: Option<&Path>,
     device: tch::Device,
-) -> anyhow::Result<Embedder> {
-    // A folder named "pretrained" wins over the keyword.
-    match model {
-        Some(dir) if dir.as_os_str() != "pretrained" || dir.exists() => {
-            Embedder::from_artifact(dir, device)
-                .with_context(|| format!("loading the model at {}", dir.display()))
-        }
-        _ => Embedder::pretrained(&global.model_dir()?, device)
-            .context("loading the pretrained embedding network"),
-    }
+) -> anyhow::Result<Recognizer> {
+    let models = global.model_dir()?;
+    let (source, what) = match model {
+        Some(dir) if dir.as_os_str() != "pretrained" || dir.exists() => (
+            ModelSource::Artifact(dir),
+            format!("loading the model at {}", dir.display()),
+        ),
+        _ => (
+            ModelSource::Pretrained,
+            "loading the pretrained networks".to_string(),
+        ),
+    };
+    Recognizer::load(&models, source, EngineOptions::default(), device).context(what)
 }
 
 /// The aligned crop of the largest face of a photo.
 pub fn largest_face_crop(engine: &FaceEngine, path: &Path) -> anyhow::Result<RgbImage> {
     let photo = image_io::open(path, &engine.options().limits)?;
-    let faces = engine.faces(&photo);
-    let face = faces
-        .iter()
-        .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+    let face = engine
+        .largest_face(&photo)
         .ok_or_else(|| anyhow::anyhow!("no face found"))?;
-    Ok(engine.align(&photo, face))
+    Ok(engine.align(&photo, &face))
 }
 
 /// An f32 as the f64 with the same shortest decimal form (0.6, not 0.6000000238418579).
@@ -130,12 +132,10 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("give two photos, or --pairs FILE"),
         },
     };
-    let models = global.model_dir()?;
     let device = parse_device(&args.device)?;
-    let engine =
-        FaceEngine::load(&models, EngineOptions::default()).context("loading the face models")?;
-    let embedder = load_embedder(global, args.model.as_deref(), device)?;
-    let mut metric = embedder.metric();
+    let recognizer = load_recognizer(global, args.model.as_deref(), device)?;
+    let engine = recognizer.engine();
+    let mut metric = recognizer.metric();
     if let Some(t) = args.threshold {
         metric.threshold = t;
     }
@@ -163,7 +163,7 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
         .par_iter()
         .map(|p| {
             // Pipeline errors already carry their cause; `{e}` avoids printing it twice.
-            let r = largest_face_crop(&engine, Path::new(p)).map_err(|e| format!("{p}: {e}"));
+            let r = largest_face_crop(engine, Path::new(p)).map_err(|e| format!("{p}: {e}"));
             bar.inc(1);
             r
         })
@@ -173,7 +173,7 @@ pub fn run(global: &GlobalArgs, args: CompareArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
         .collect();
-    let mut embedded = embedder.embed(&ok)?.into_iter();
+    let mut embedded = recognizer.embed(&ok)?.into_iter();
     let embeddings: Vec<Result<Vec<f32>, String>> = crops
         .into_iter()
         .map(|c| match c {

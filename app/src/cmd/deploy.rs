@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use facepipe_pipeline::{EngineOptions, FaceEngine};
 use facepipe_serving::enroll::{
-    gallery_from_dataset, gallery_from_photos, is_prepared_dataset, new_bundle,
+    gallery_from_dataset, gallery_from_photos, is_prepared_dataset, new_bundle, EnrollProgress,
 };
-use facepipe_serving::{AppState, Live, ModelRef, Recognizer};
+use facepipe_serving::{AppState, Live, LoadedModel, ModelRef};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cmd::serve::{serve_blocking, ServiceArgs};
@@ -59,7 +59,7 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .store_model(std::path::Path::new(&args.model))
             .with_context(|| format!("storing the model {} in the registry", args.model))?
     };
-    let recognizer = Recognizer::load(
+    let recognizer = LoadedModel::load(
         &models,
         &model,
         Some(&registry),
@@ -81,9 +81,9 @@ pub fn run(global: &GlobalArgs, args: DeployArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("embedding the gallery");
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+    let progress = |p: EnrollProgress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
     };
     let built = if is_prepared_dataset(&args.gallery) {
         gallery_from_dataset(&args.gallery, &recognizer, &progress)

@@ -13,15 +13,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use facepipe_pipeline::dataset::layout::IMAGE_EXTENSIONS;
+use facepipe_pipeline::dataset::layout::{self, LabelledPhoto};
 use facepipe_pipeline::dataset::Manifest;
-use facepipe_pipeline::{EngineOptions, FaceEngine};
+use facepipe_pipeline::FaceEngine;
 use facepipe_training::eval::{self, pairs, EvalOptions};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::compare::{largest_face_crop, load_embedder};
+use super::compare::{largest_face_crop, load_recognizer};
 use crate::common::{parse_device, GlobalArgs};
 
 #[derive(Args, Debug)]
@@ -110,55 +110,20 @@ fn prepared_faces(dir: &Path, manifest: &Manifest) -> anyhow::Result<Faces> {
     Ok(faces)
 }
 
-fn raw_faces(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Faces> {
-    let mut photos: Vec<(String, PathBuf)> = Vec::new();
-    let mut identities: Vec<String> = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    entries.sort();
-    for id_dir in entries {
-        let Some(name) = id_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&id_dir)
-            .with_context(|| format!("listing {}", id_dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
-            .collect();
-        files.sort();
-        if !files.is_empty() {
-            identities.push(name.clone());
-            photos.extend(files.into_iter().map(|f| (name.clone(), f)));
-        }
-    }
-    if photos.is_empty() {
-        anyhow::bail!(
+fn raw_faces(global: &GlobalArgs, engine: &FaceEngine, dir: &Path) -> anyhow::Result<Faces> {
+    let photos = layout::list_photo_folder(dir).with_context(|| {
+        format!(
             "{} is neither a prepared dataset (no manifest.json) nor a folder of IDENTITY/PHOTO images",
             dir.display()
-        );
-    }
-    let models = global.model_dir()?;
-    let engine =
-        FaceEngine::load(&models, EngineOptions::default()).context("loading the face models")?;
+        )
+    })?;
+    let mut identities: Vec<&str> = photos.iter().map(|p| p.identity.as_str()).collect();
+    identities.dedup();
     let pb = bar(global, photos.len(), "photos detected");
     let crops: Vec<anyhow::Result<RgbImage>> = photos
         .par_iter()
-        .map(|(_, p)| {
-            let r = largest_face_crop(&engine, p);
+        .map(|p| {
+            let r = largest_face_crop(engine, &p.path);
             pb.inc(1);
             r
         })
@@ -167,7 +132,7 @@ fn raw_faces(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Faces> {
     let label_of: HashMap<&str, usize> = identities
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
+        .map(|(i, n)| (*n, i))
         .collect();
     let mut faces = Faces {
         crops: Vec::new(),
@@ -176,7 +141,7 @@ fn raw_faces(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Faces> {
         skipped: Vec::new(),
         source_root: Some(dir.to_path_buf()),
     };
-    for ((identity, path), crop) in photos.iter().zip(crops) {
+    for (LabelledPhoto { identity, path }, crop) in photos.iter().zip(crops) {
         match crop {
             Ok(c) => {
                 let i = faces.crops.len();
@@ -224,11 +189,11 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
     // An explicit pairs file is checked before any face is detected or embedded.
     let given_pairs = args.pairs.as_deref().map(load_pairs).transpose()?;
     let device = parse_device(&args.device)?;
-    let embedder = load_embedder(global, Some(&args.model), device)?;
+    let recognizer = load_recognizer(global, Some(&args.model), device)?;
 
     let faces = match Manifest::load(&args.dataset) {
         Ok(manifest) => prepared_faces(&args.dataset, &manifest)?,
-        Err(_) if args.dataset.is_dir() => raw_faces(global, &args.dataset)?,
+        Err(_) if args.dataset.is_dir() => raw_faces(global, recognizer.engine(), &args.dataset)?,
         Err(e) => return Err(e).context("reading the dataset"),
     };
     for s in &faces.skipped {
@@ -241,7 +206,7 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
     let pb = bar(global, faces.crops.len(), "faces embedded");
     let mut embeddings = Vec::with_capacity(faces.crops.len());
     for chunk in faces.crops.chunks(64) {
-        embeddings.extend(embedder.embed(chunk)?);
+        embeddings.extend(recognizer.embed(chunk)?);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -285,15 +250,15 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
         ..EvalOptions::default()
     };
     let name = if args.model.as_os_str() == "pretrained" && !args.model.exists() {
-        format!("pretrained {}", embedder.architecture())
+        format!("pretrained {}", recognizer.architecture())
     } else {
-        format!("{} ({})", args.model.display(), embedder.architecture())
+        format!("{} ({})", args.model.display(), recognizer.architecture())
     };
     let report = eval::evaluate(
         name,
         &embeddings,
         &faces.labels,
-        &embedder.metric(),
+        &recognizer.metric(),
         &opts,
         explicit,
     )?;
@@ -301,7 +266,7 @@ pub fn run(global: &GlobalArgs, args: EvaluateArgs) -> anyhow::Result<ExitCode> 
         .write(&args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
     if args.json {
-        println!("{}", facepipe_training::json::to_string(&report)?);
+        println!("{}", facepipe_model::json::to_string(&report)?);
     } else {
         println!("{}", report.summary());
         if !faces.skipped.is_empty() {

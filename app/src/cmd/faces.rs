@@ -107,7 +107,7 @@ pub fn run(global: &GlobalArgs, args: FacesArgs) -> anyhow::Result<ExitCode> {
                         faces: Some(&faces),
                         error: None,
                     };
-                    writeln!(out, "{}", facepipe_training::json::to_string(&line)?)?;
+                    writeln!(out, "{}", facepipe_model::json::to_string(&line)?)?;
                 } else {
                     print_table(&mut out, &shown, &faces)?;
                 }
@@ -120,7 +120,7 @@ pub fn run(global: &GlobalArgs, args: FacesArgs) -> anyhow::Result<ExitCode> {
                         faces: None,
                         error: Some(format!("{err:#}")),
                     };
-                    writeln!(out, "{}", facepipe_training::json::to_string(&line)?)?;
+                    writeln!(out, "{}", facepipe_model::json::to_string(&line)?)?;
                 } else {
                     writeln!(out, "{shown}: error: {err:#}")?;
                 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use facepipe_pipeline::fanout::{
-    self, Executor, LambdaExecutor, LocalExecutor, LocalMode, PrepareConfig, PrepareReport,
-    SeveralFaces,
+    self, Executor, LambdaExecutor, LocalExecutor, LocalMode, PrepareConfig, PrepareProgress,
+    PrepareReport, SeveralFaces,
 };
 use facepipe_pipeline::storage::{Location, StorageOptions};
 use facepipe_pipeline::DetectorKind;
@@ -124,6 +124,11 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
         ExecutorKind::Local => std::thread::available_parallelism().map_or(2, |n| n.get()),
         ExecutorKind::Lambda => 16,
     });
+    // Checked here to name the flags; the library refuses zero counts too.
+    anyhow::ensure!(
+        args.task_size > 0 && workers > 0 && args.max_attempts > 0,
+        "--task-size, --workers and --max-attempts must be at least 1"
+    );
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
             let exe = std::env::current_exe().context("finding the facepipe binary")?;
@@ -177,13 +182,12 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     };
-    let progress_bar = bar.clone();
-    let progress: fanout::ProgressFn = Arc::new(move |tasks, total_tasks, images, total_images| {
-        progress_bar.set_length(u64::from(total_images));
-        progress_bar.set_position(u64::from(images));
-        progress_bar.set_message(format!("tasks {tasks}/{total_tasks}"));
-    });
-    let result = fanout::prepare(&config, executor, Some(progress)).await;
+    let progress = |p: &PrepareProgress| {
+        bar.set_length(u64::from(p.images));
+        bar.set_position(u64::from(p.images_done));
+        bar.set_message(format!("tasks {}/{}", p.tasks_done, p.tasks));
+    };
+    let result = fanout::prepare(&config, executor, Some(&progress)).await;
     bar.finish_and_clear();
     let (report, _manifest) = result?;
     if args.json {

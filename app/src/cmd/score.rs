@@ -150,7 +150,7 @@ pub fn run(global: &GlobalArgs, args: ScoreArgs) -> anyhow::Result<ExitCode> {
         match scorer.score(path, args.top_k) {
             Ok(answer) => {
                 if args.json {
-                    let mut v = facepipe_training::json::to_value(&answer)?;
+                    let mut v = facepipe_model::json::to_value(&answer)?;
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("file".into(), path.display().to_string().into());
                     }

@@ -109,6 +109,10 @@ pub struct ServiceArgs {
     /// http://127.0.0.1:8333 for SeaweedFS); default: AWS / AWS_ENDPOINT_URL.
     #[arg(long, env = "FACEPIPE_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// Where models of an s3:// registry are downloaded to (default: the facepipe cache's
+    /// registry-models/ folder).
+    #[arg(long, env = "FACEPIPE_REGISTRY_CACHE", value_name = "DIR")]
+    pub registry_cache: Option<PathBuf>,
     /// AWS region of an s3:// registry (default: AWS_REGION / the profile / us-east-1).
     #[arg(long)]
     pub region: Option<String>,
@@ -238,8 +242,12 @@ impl ServiceArgs {
             region: self.region.clone(),
             ..StorageOptions::default()
         };
-        Registry::open_with(location, &options)
-            .with_context(|| format!("opening the registry {location}"))
+        let registry = Registry::open_with(location, &options)
+            .with_context(|| format!("opening the registry {location}"))?;
+        Ok(match &self.registry_cache {
+            Some(dir) => registry.with_model_cache(dir),
+            None => registry,
+        })
     }
 
     pub fn load_options(&self, global: &GlobalArgs) -> anyhow::Result<LoadOptions> {
@@ -301,6 +309,12 @@ pub fn serve_blocking(state: Arc<AppState>, service: &ServiceArgs) -> anyhow::Re
         if !keyed {
             println!("enroll/delete are disabled: start with --api-key-file (or FACEPIPE_API_KEY) to allow them");
         }
-    }))?;
+    }))
+    .map_err(|e| match e {
+        facepipe_serving::Error::Listen { .. } => {
+            anyhow::anyhow!("{e}; pick another address with --listen")
+        }
+        other => other.into(),
+    })?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Args;
@@ -10,8 +11,10 @@ use facepipe_training::augment::AugmentConfig;
 use facepipe_training::data::{FaceSet, SplitConfig};
 use facepipe_training::losses::LossKind;
 use facepipe_training::trainer::{
-    self, sweep, Arch, Init, OptimizerKind, Precision, RunOptions, TrainConfig,
+    self, sweep, Arch, Init, OptimizerKind, Phase, Precision, ProgressFn, RunOptions, TrainConfig,
+    TrainProgress,
 };
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{parse_device, GlobalArgs};
 
@@ -169,18 +172,17 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let cfg = args.config();
-    cfg.check()?;
+    cfg.check().map_err(|e| in_flags(e, &cfg))?;
     let opts = RunOptions {
         device,
         models: global.models.clone(),
         resume: args.resume,
-        progress: !global.quiet,
+        progress: (!global.quiet).then(epoch_bars),
         stop_after: args.stop_after,
     };
-    facepipe_training::init_threads();
     eprintln!(
         "training {} ({:?} init, {:?} loss) on {:?} in {}",
-        cfg.arch_name(),
+        cfg.arch,
         cfg.init,
         cfg.loss,
         device,
@@ -195,7 +197,22 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(if device.is_cuda() || cores >= 8 { 2 } else { 1 });
         let grid = sweep::grid(&cfg);
         eprintln!("sweep: {} runs, {parallel} at a time", grid.len());
-        let points = sweep::run(&faces, &args.out, &grid, &opts, parallel)?;
+        let report = |p: &sweep::SweepPoint| {
+            if global.quiet {
+                return;
+            }
+            match (&p.score, &p.error) {
+                (Some(s), _) => {
+                    eprintln!("sweep lr {:.2e} margin {:.2}: score {s:.4}", p.lr, p.margin)
+                }
+                (_, Some(e)) => {
+                    eprintln!("sweep lr {:.2e} margin {:.2}: failed: {e}", p.lr, p.margin)
+                }
+                _ => {}
+            }
+        };
+        let points = sweep::run(&faces, &args.out, &grid, &opts, parallel, report)
+            .map_err(|e| in_flags(e, &cfg))?;
         println!(
             "{:>10} {:>7} {:>9} {:>8} {:>7} {:>6}",
             "lr", "margin", "score", "val acc", "val AUC", "epoch"
@@ -230,13 +247,14 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = trainer::train(&args.dataset, &args.out, &cfg, &opts)?;
+    let summary =
+        trainer::train(&args.dataset, &args.out, &cfg, &opts).map_err(|e| in_flags(e, &cfg))?;
     let m = &summary.metrics;
     println!(
         "best epoch {} of {}{}",
-        summary.state.best_epoch.unwrap_or(0),
+        summary.state.early_stop.best_epoch.unwrap_or(0),
         summary.state.completed_epochs,
-        if summary.state.stopped_early {
+        if summary.state.early_stop.stopped_early {
             " (stopped early)"
         } else {
             ""
@@ -257,4 +275,186 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     println!("model written to {}", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One progress bar per epoch on stderr (hidden when stderr is not a terminal), and the
+/// early-stop notice.
+fn epoch_bars() -> ProgressFn {
+    let current: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    Arc::new(move |p: &TrainProgress| {
+        // A panic while drawing must not stop the run: a poisoned bar just stops drawing.
+        let Ok(mut current) = current.lock() else {
+            return;
+        };
+        match p.phase {
+            Phase::EpochStart => {
+                let bar = ProgressBar::new(p.steps as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{}/{}", p.epoch, p.epochs));
+                *current = Some(bar);
+            }
+            Phase::Step => {
+                if let Some(bar) = current.as_ref() {
+                    bar.set_message(format!(
+                        "loss {:.3} acc {:.2} lr {:.2e} {:.0} img/s",
+                        p.loss.unwrap_or(f64::NAN),
+                        p.accuracy.unwrap_or(f64::NAN),
+                        p.lr,
+                        p.images_per_s
+                    ));
+                    bar.inc(1);
+                }
+            }
+            Phase::Validating | Phase::EpochEnd => {
+                if let Some(bar) = current.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            Phase::EarlyStop {
+                patience,
+                best_epoch,
+            } => eprintln!(
+                "early stop: no better validation score for {patience} epochs (best: epoch {})",
+                best_epoch.unwrap_or(0)
+            ),
+            Phase::Finishing => {}
+        }
+    })
+}
+
+/// The command-line flag that sets a training setting (the library names settings as
+/// `TrainConfig` does).
+fn flag(setting: &str) -> &str {
+    match setting {
+        "arch" => "--arch",
+        "init" => "--init",
+        "loss" => "--loss",
+        "embedding_dim" => "--embedding-dim",
+        "scale" => "--scale",
+        "margin" => "--margin",
+        "epochs" => "--epochs",
+        "batch" => "--batch",
+        "lr" => "--lr",
+        "backbone_lr_mult" => "--backbone-lr-mult",
+        "optimizer" => "--optimizer",
+        "weight_decay" => "--weight-decay",
+        "warmup_epochs" => "--warmup-epochs",
+        "seed" | "split.seed" => "--seed",
+        "split" => "--val-people/--test-people",
+        "split.val" => "--val-people",
+        "split.test" => "--test-people",
+        "patience" => "--patience",
+        "freeze_stages" => "--freeze-stages",
+        "balanced" => "--balanced",
+        "target_far" => "--target-far",
+        "max_steps_per_epoch" => "--max-steps-per-epoch",
+        "precision" => "--precision",
+        "imprint" => "--no-imprint",
+        "stop_after" => "--stop-after",
+        s if s.starts_with("augment.") => "--no-augment",
+        // No flag (momentum) or not a setting (the split's people, optimiser state).
+        other => other,
+    }
+}
+
+/// A training error in the words of this command's flags; other errors pass unchanged.
+fn in_flags(err: facepipe_training::Error, cfg: &TrainConfig) -> anyhow::Error {
+    use facepipe_training::Error as E;
+    let lr = cfg.lr;
+    match err {
+        E::BadSetting { setting, reason } => anyhow::anyhow!("{} {reason}", flag(setting)),
+        E::NoCheckpoint { path } => anyhow::anyhow!(
+            "--resume: no checkpoint at {} (start without --resume)",
+            path.display()
+        ),
+        E::CheckpointExists { out } => anyhow::anyhow!(
+            "{} already holds a training checkpoint: pass --resume to continue it, or choose \
+             another OUT",
+            out.display()
+        ),
+        E::CheckpointMismatch {
+            path,
+            what,
+            saved,
+            requested,
+        } => anyhow::anyhow!(
+            "--resume: the checkpoint in {} was made with different settings or data ({} is \
+             {saved} there, {requested} now); use the same options (only --epochs and \
+             --patience may change) or a new OUT",
+            path.display(),
+            flag(&what)
+        ),
+        e @ E::Diverged { .. } => anyhow::anyhow!("{e}: lower --lr (now {lr})"),
+        e @ E::LossScaleExhausted { .. } => {
+            anyhow::anyhow!("{e}: lower --lr (now {lr}) or use --precision bf16")
+        }
+        e @ E::NonFiniteEmbeddings { .. } => {
+            anyhow::anyhow!("{e}; lower --lr (now {lr}) and train again")
+        }
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facepipe_training::Error;
+
+    #[test]
+    fn setting_errors_name_the_flag() {
+        let cfg = TrainConfig {
+            scale: f64::INFINITY,
+            ..TrainConfig::default()
+        };
+        let err = in_flags(cfg.check().unwrap_err(), &cfg).to_string();
+        assert_eq!(err, "--scale must be a finite number, not inf");
+        let cfg = TrainConfig {
+            arch: Arch::Mobilefacenet,
+            ..TrainConfig::default()
+        };
+        let err = in_flags(cfg.check().unwrap_err(), &cfg).to_string();
+        assert!(err.starts_with("--init must be scratch"), "{err}");
+        let cfg = TrainConfig {
+            lr: -1.0,
+            ..TrainConfig::default()
+        };
+        let err = in_flags(cfg.check().unwrap_err(), &cfg).to_string();
+        assert_eq!(err, "--lr must be a positive number, not -1");
+    }
+
+    #[test]
+    fn checkpoint_and_divergence_errors_name_the_flags() {
+        let cfg = TrainConfig::default();
+        let mismatch = Error::CheckpointMismatch {
+            path: "out/checkpoint".into(),
+            what: "split.val".into(),
+            saved: "2 people (with s3)".into(),
+            requested: "2 people (with s4)".into(),
+        };
+        let err = in_flags(mismatch, &cfg).to_string();
+        assert!(
+            err.starts_with("--resume: the checkpoint in out/checkpoint was made with different")
+                && err
+                    .contains("(--val-people is 2 people (with s3) there, 2 people (with s4) now)")
+                && err.contains("only --epochs and --patience may change"),
+            "{err}"
+        );
+        let exists = Error::CheckpointExists { out: "out".into() };
+        assert!(in_flags(exists, &cfg).to_string().contains("pass --resume"));
+        let diverged = Error::Diverged {
+            epoch: 2,
+            step: 5,
+            loss: f64::NAN,
+        };
+        assert_eq!(
+            in_flags(diverged, &cfg).to_string(),
+            "the loss became NaN at epoch 2 step 5: lower --lr (now 0.01)"
+        );
+    }
 }

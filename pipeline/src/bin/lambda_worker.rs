@@ -57,5 +57,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+    // A binary's settings come from its environment; the library takes them as arguments.
+    let gemm_threads = std::env::var("FACEPIPE_GEMM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    facepipe_pipeline::nn::set_gemm_threads(gemm_threads);
     lambda_runtime::run(service_fn(handle)).await
 }

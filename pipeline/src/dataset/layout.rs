@@ -5,6 +5,7 @@
 //! extension, so a stray non-image gets a recorded outcome instead of vanishing.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,12 +64,7 @@ pub async fn list(store: &dyn Storage, min_images_per_identity: u32) -> Result<R
             .push((obj.key.clone(), obj.size));
     }
     if by_identity.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{} holds no photos in the expected layout IDENTITY/PHOTO (e.g. Ada_Lovelace/Ada_Lovelace_0001.jpg, \
-             formats: {})",
-            store.location(),
-            IMAGE_EXTENSIONS.join(", ")
-        )));
+        return Err(no_photos(store.location().to_string()));
     }
     let mut raw = RawDataset::default();
     for (identity, mut files) in by_identity {
@@ -92,12 +88,75 @@ pub async fn list(store: &dyn Storage, min_images_per_identity: u32) -> Result<R
     }
     if raw.identities.is_empty() {
         return Err(Error::Invalid(format!(
-            "no identity in {} has at least {min_images_per_identity} photos: lower --min-images-per-identity",
+            "no identity in {} has at least {min_images_per_identity} photos: lower the minimum per identity",
             store.location()
         )));
     }
     raw.images.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(raw)
+}
+
+fn no_photos(location: String) -> Error {
+    Error::NoPhotos {
+        location,
+        formats: IMAGE_EXTENSIONS.join(", "),
+    }
+}
+
+/// True when the file name ends in one of [`IMAGE_EXTENSIONS`], in any case.
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One photo of a local `root/Identity/photo` folder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LabelledPhoto {
+    pub identity: String,
+    pub path: PathBuf,
+}
+
+/// Every photo of a local `root/Identity/photo` folder, sorted by identity, then path: the
+/// layout [`list`] reads (files directly under `root` and hidden names are not photos), but
+/// only files with an image extension, because a caller that embeds photos has no manifest
+/// to record a stray file's outcome in. An empty listing is an error.
+pub fn list_photo_folder(root: &Path) -> Result<Vec<LabelledPhoto>> {
+    let read = |dir: &Path| {
+        std::fs::read_dir(dir).map_err(|source| Error::NotAFolder {
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
+    let hidden = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'))
+    };
+    let mut photos = Vec::new();
+    for entry in read(root)? {
+        let dir = entry.map_err(|e| Error::io(root, e))?.path();
+        if !dir.is_dir() || hidden(&dir) {
+            continue;
+        }
+        let Some(identity) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        for file in read(&dir)? {
+            let path = file.map_err(|e| Error::io(&dir, e))?.path();
+            if path.is_file() && !hidden(&path) && has_image_extension(&path) {
+                photos.push(LabelledPhoto {
+                    identity: identity.clone(),
+                    path,
+                });
+            }
+        }
+    }
+    if photos.is_empty() {
+        return Err(no_photos(root.display().to_string()));
+    }
+    photos.sort();
+    Ok(photos)
 }
 
 #[cfg(test)]
@@ -156,5 +215,48 @@ mod tests {
         let raw = list(&store, 1).await.unwrap();
         let keys: Vec<&str> = raw.images.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["Ada/1.jpg", "Bo/2.jpg"]);
+    }
+
+    #[test]
+    fn a_photo_folder_lists_images_by_identity_with_one_extension_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "Zoë/b.JPG",
+            "Zoë/a.webp",
+            "Ada/1.pgm",
+            "Ada/notes.txt",
+            "Ada/.hidden.jpg",
+            ".trash/x.jpg",
+        ] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        std::fs::write(root.join("pairs.txt"), b"x").unwrap();
+        std::fs::write(root.join("loose.jpg"), b"x").unwrap();
+        let got: Vec<(String, String)> = list_photo_folder(root)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let file = p.path.file_name().unwrap().to_string_lossy().into_owned();
+                (p.identity, file)
+            })
+            .collect();
+        let want = [("Ada", "1.pgm"), ("Zoë", "a.webp"), ("Zoë", "b.JPG")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::create_dir(empty.path().join("Ada")).unwrap();
+        let e = list_photo_folder(empty.path()).unwrap_err();
+        assert!(matches!(e, Error::NoPhotos { .. }), "{e}");
+        assert!(e.to_string().contains("IDENTITY/PHOTO"), "{e}");
+        let e = list_photo_folder(&root.join("missing")).unwrap_err();
+        assert!(matches!(e, Error::NotAFolder { .. }), "{e}");
+        assert!(e.is_bad_input());
     }
 }

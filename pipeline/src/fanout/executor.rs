@@ -506,8 +506,8 @@ impl Executor for LambdaExecutor {
                 }
                 Ok(Err(e)) => {
                     return Err(Error::Worker(format!(
-                        "invoking Lambda function {:?}: {} (check --lambda-function, --lambda-endpoint \
-                         and that the function is deployed)",
+                        "invoking Lambda function {:?}: {} (check the function name, the Lambda \
+                         endpoint and that the function is deployed)",
                         self.function,
                         DisplayErrorContext(&e)
                     )))

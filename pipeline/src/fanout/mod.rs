@@ -10,7 +10,7 @@ pub mod executor;
 pub mod protocol;
 pub mod worker;
 
-pub use client::{prepare, PrepareConfig, PrepareReport, ProgressFn, DEFAULT_TASK_SIZE};
+pub use client::{prepare, PrepareConfig, PrepareProgress, PrepareReport, DEFAULT_TASK_SIZE};
 pub use executor::{Executor, LambdaExecutor, LocalExecutor, LocalMode};
 pub use protocol::{SeveralFaces, TaskStatus, WorkerReply, WorkerRequest};
 pub use worker::{run_task, serve, EngineCache, ModelSource};

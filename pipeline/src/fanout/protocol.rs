@@ -40,7 +40,7 @@ impl std::str::FromStr for SeveralFaces {
             "largest" => Ok(SeveralFaces::Largest),
             "skip" => Ok(SeveralFaces::Skip),
             other => Err(crate::Error::Invalid(format!(
-                "unknown --several-faces {other:?}: use largest or skip"
+                "unknown several-faces policy {other:?}: use largest or skip"
             ))),
         }
     }

@@ -590,9 +590,7 @@ fn one_image(
     let count = u32::try_from(faces.len()).unwrap_or(u32::MAX);
     let face = match (faces.len(), task.several_faces) {
         (0, _) => return Ok(ImageResult::NoFace),
-        (1, _) | (_, SeveralFaces::Largest) => faces
-            .iter()
-            .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())),
+        (1, _) | (_, SeveralFaces::Largest) => crate::engine::largest(&faces),
         (_, SeveralFaces::Skip) => return Ok(ImageResult::Several(count)),
     };
     let Some(face) = face else {

@@ -80,7 +80,7 @@ impl ModelDir {
                 dir: root,
                 hint: format!(
                     "missing {}; run `scripts/setup.sh` (it fetches {PACKAGE} with npm and unpacks it), \
-                     or point --models / FACEPIPE_MODELS at the package's model/ folder",
+                     or name the package's model/ folder explicitly (FACEPIPE_MODELS)",
                     missing.join(", ")
                 ),
             });

@@ -146,7 +146,7 @@ impl S3Storage {
                 SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::Storage {
                     location: at,
                     reason: format!(
-                        "cannot reach S3 ({}): check --s3-endpoint / AWS_ENDPOINT_URL and the network",
+                        "cannot reach S3 ({}): check the endpoint (AWS_ENDPOINT_URL or the S3 endpoint option) and the network",
                         DisplayErrorContext(&err)
                     ),
                 },

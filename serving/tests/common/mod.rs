@@ -10,8 +10,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use facepipe_pipeline::{EngineOptions, FaceEngine, ModelDir};
 use facepipe_serving::enroll::{gallery_from_photos, new_bundle};
+use facepipe_serving::model::fake::{FakeRecognizer, FAKE_DIM};
+use facepipe_serving::model::Recognize;
 use facepipe_serving::{
-    AppState, Bundle, Live, LoadOptions, ModelRef, Recognizer, Registry, ServiceConfig,
+    AppState, Bundle, Gallery, Live, LoadOptions, LoadedModel, ModelRef, Registry, ServiceConfig,
 };
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -31,7 +33,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 struct Shared {
-    recognizer: Arc<Recognizer>,
+    recognizer: Arc<LoadedModel>,
     bundle: Bundle,
     load: LoadOptions,
 }
@@ -43,15 +45,10 @@ fn shared() -> &'static Shared {
         let load = LoadOptions::new(models.clone());
         let model = ModelRef::pretrained();
         let recognizer =
-            Recognizer::load(&models, &model, None, load.engine.clone(), load.device).unwrap();
+            LoadedModel::load(&models, &model, None, load.engine.clone(), load.device).unwrap();
         let engine = FaceEngine::load(&models, EngineOptions::default()).unwrap();
-        let built = gallery_from_photos(
-            &fixtures().join("gallery"),
-            &engine,
-            &recognizer,
-            &|_, _| {},
-        )
-        .unwrap();
+        let built = gallery_from_photos(&fixtures().join("gallery"), &engine, &recognizer, &|_| {})
+            .unwrap();
         assert!(
             built.skipped.is_empty(),
             "gallery photos without a face: {:?}",
@@ -88,6 +85,47 @@ pub fn state_with(config: ServiceConfig) -> (Arc<AppState>, tempfile::TempDir) {
         AppState::with_live(live, registry, s.load.clone(), config),
         dir,
     )
+}
+
+/// A service like [`state_with`]'s on [`FakeRecognizer`]: no weights are loaded, so the
+/// tests of the HTTP contract (auth, limits, admission, deadlines) run anywhere. Each photo
+/// takes `work` to "recognise". The gallery holds the two gallery people under their fake
+/// embeddings.
+pub fn fake_state_with(
+    config: ServiceConfig,
+    work: std::time::Duration,
+) -> (Arc<AppState>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::open(dir.path().to_str().unwrap()).unwrap();
+    let model = ModelRef::pretrained();
+    let fake = FakeRecognizer::new(work);
+    let mut gallery = Gallery::empty(fake.metric().distance, FAKE_DIM);
+    for person in ["Barack_Obama", "Joe_Biden"] {
+        for photo in std::fs::read_dir(fixtures().join("gallery").join(person)).unwrap() {
+            let photo = image::open(photo.unwrap().path()).unwrap().to_rgb8();
+            let e = FakeRecognizer::embedding(&photo);
+            gallery.add(person, &[e], "fake").unwrap();
+        }
+    }
+    let bundle = new_bundle(gallery, model.clone(), fake.metric(), "fake", None);
+    let info = registry.publish(bundle.clone()).unwrap();
+    let live = Live {
+        info,
+        gallery: bundle.gallery,
+        recognizer: Arc::new(LoadedModel::new(model, Box::new(fake))),
+    };
+    // Manifests without weights: a real network loaded from here would fail, loudly.
+    let no_weights = dir.path().join("no-weights");
+    std::fs::create_dir(&no_weights).unwrap();
+    for name in facepipe_pipeline::models::ALL_MODELS {
+        std::fs::write(
+            no_weights.join(format!("{name}-weights_manifest.json")),
+            "[]",
+        )
+        .unwrap();
+    }
+    let load = LoadOptions::new(ModelDir::open(&no_weights).unwrap());
+    (AppState::with_live(live, registry, load, config), dir)
 }
 
 pub fn keyed_config() -> ServiceConfig {

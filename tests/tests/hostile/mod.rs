@@ -73,23 +73,25 @@ pub fn png(w: u32, h: u32, ancillary: &[(&[u8; 4], Vec<u8>)], idat_bytes: u64) -
     png
 }
 
-pub fn iccp_bomb() -> Vec<u8> {
-    let mut data = b"bomb\0\0".to_vec();
+/// A 64×64 PNG with one compressed ancillary chunk of `kind`: its `header` (keyword and
+/// flags), then a zlib stream of [`BOMB_BYTES`] zeros.
+fn png_with_bomb(kind: &[u8; 4], header: &[u8]) -> Vec<u8> {
+    let mut data = header.to_vec();
     data.extend(zlib_zeros(BOMB_BYTES));
-    png(64, 64, &[(b"iCCP", data)], 0)
+    png(64, 64, &[(kind, data)], 0)
+}
+
+pub fn iccp_bomb() -> Vec<u8> {
+    png_with_bomb(b"iCCP", b"bomb\0\0")
 }
 
 pub fn ztxt_bomb() -> Vec<u8> {
-    let mut data = b"Comment\0\0".to_vec();
-    data.extend(zlib_zeros(BOMB_BYTES));
-    png(64, 64, &[(b"zTXt", data)], 0)
+    png_with_bomb(b"zTXt", b"Comment\0\0")
 }
 
 pub fn itxt_bomb() -> Vec<u8> {
     // keyword, compressed, method 0, empty language and translated keyword.
-    let mut data = b"XML:com.adobe.xmp\0\x01\0\0\0".to_vec();
-    data.extend(zlib_zeros(BOMB_BYTES));
-    png(64, 64, &[(b"iTXt", data)], 0)
+    png_with_bomb(b"iTXt", b"XML:com.adobe.xmp\0\x01\0\0\0")
 }
 
 /// An eXIf chunk is kept (it holds the orientation), so it is charged to the PNG budget.
@@ -147,16 +149,19 @@ pub fn riff(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// A valid 16×16 image of one colour, encoded as `format`.
+fn small_image(format: image::ImageFormat) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::RgbImage::from_pixel(16, 16, image::Rgb([90, 120, 200]))
+        .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+        .unwrap();
+    bytes
+}
+
 /// A lossless WebP whose EXIF chunk, after the image data, claims 2 GB in a file of a few
 /// hundred bytes (the RIFF size agrees with the lie).
 pub fn webp_lying_exif() -> Vec<u8> {
-    let mut simple = Vec::new();
-    image::RgbImage::from_pixel(16, 16, image::Rgb([90, 120, 200]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut simple),
-            image::ImageFormat::WebP,
-        )
-        .unwrap();
+    let simple = small_image(image::ImageFormat::WebP);
     assert_eq!(&simple[12..16], b"VP8L", "expected a lossless WebP");
     let lie = 0x7fff_0000u32;
     let mut body = b"WEBPVP8X".to_vec();
@@ -229,13 +234,7 @@ pub fn tiff(w: u32, h: u32) -> Vec<u8> {
 
 /// A real 16×16 JPEG whose frame header is patched to claim `w × h`.
 pub fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
-    let mut jpg = Vec::new();
-    image::RgbImage::from_pixel(16, 16, image::Rgb([90, 120, 200]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpg),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
+    let mut jpg = small_image(image::ImageFormat::Jpeg);
     let sof = jpg.windows(2).position(|m| m == [0xff, 0xc0]).unwrap();
     jpg[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
     jpg[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());

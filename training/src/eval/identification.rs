@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::embedder::Metric;
+use facepipe_model::Metric;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Identification {
@@ -66,7 +66,7 @@ pub fn identification(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedder::DistanceKind;
+    use facepipe_model::DistanceKind;
 
     #[test]
     fn nearest_gallery_photo_decides() {

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::embedder::{DistanceKind, Metric};
 use crate::error::{Error, Result};
+use facepipe_model::{DistanceKind, Metric};
 
 pub use identification::{identification, Identification};
 pub use metrics::{Calibration, CalibrationMethod, FoldAccuracy, Scored, TarAtFar};
@@ -91,8 +91,8 @@ impl EvaluationReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("metrics.json");
-        let text =
-            crate::json::to_string_pretty(self).map_err(|e| Error::json("metrics.json", e))?;
+        let text = facepipe_model::json::to_string_pretty(self)
+            .map_err(|e| Error::json("metrics.json", e))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
         plot_roc(&self.roc, &dir.join("roc.png"))
     }

@@ -1,5 +1,5 @@
 //! The training run's settings: everything `facepipe train` accepts, serialised into the
-//! checkpoint (so `--resume` can refuse a different run) and into `model.json`.
+//! checkpoint (so resuming can refuse a different run) and into `model.json`.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,28 +8,7 @@ use crate::data::SplitConfig;
 use crate::error::{Error, Result};
 use crate::losses::LossKind;
 
-/// Backbone family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    /// The 128-d ResNet of the face engine, 150 px.
-    Resnet128,
-    /// MobileFaceNet, 112 px.
-    Mobilefacenet,
-}
-
-impl std::str::FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "resnet128" | "resnet" => Ok(Self::Resnet128),
-            "mobilefacenet" => Ok(Self::Mobilefacenet),
-            other => Err(format!(
-                "unknown architecture `{other}` (expected resnet128 or mobilefacenet)"
-            )),
-        }
-    }
-}
+pub use facepipe_model::Arch;
 
 /// Where the weights start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,69 +186,70 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Refuse combinations that cannot work, with the flag to change.
+    /// Refuse combinations that cannot work, naming the setting to change
+    /// ([`Error::BadSetting`]).
     pub fn check(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(m));
+        let bad = |setting, reason: String| Err(Error::bad_setting(setting, reason));
         // Every number is also written into state.json and model.json, which hold no ±∞/NaN.
-        for (flag, v) in [
-            ("--scale", self.scale),
-            ("--margin", self.margin),
-            ("--lr", self.lr),
-            ("--backbone-lr-mult", self.backbone_lr_mult),
+        for (setting, v) in [
+            ("scale", self.scale),
+            ("margin", self.margin),
+            ("lr", self.lr),
+            ("backbone_lr_mult", self.backbone_lr_mult),
             ("momentum", self.momentum),
-            ("--weight-decay", self.weight_decay),
-            ("--warmup-epochs", self.warmup_epochs),
-            ("--target-far", self.target_far),
-            ("--val-people", self.split.val),
-            ("--test-people", self.split.test),
+            ("weight_decay", self.weight_decay),
+            ("warmup_epochs", self.warmup_epochs),
+            ("target_far", self.target_far),
+            ("split.val", self.split.val),
+            ("split.test", self.split.test),
         ] {
             if !v.is_finite() {
-                return bad(format!("{flag} must be a finite number, not {v}"));
+                return bad(setting, format!("must be a finite number, not {v}"));
             }
         }
-        if self.arch == Arch::Mobilefacenet && self.init == Init::Pretrained {
-            return bad("there are no pretrained MobileFaceNet weights: use --init scratch".into());
+        if !self.arch.has_pretrained() && self.init == Init::Pretrained {
+            return bad(
+                "init",
+                format!(
+                    "must be scratch: there are no pretrained {} weights",
+                    self.arch.name()
+                ),
+            );
         }
         if self.arch == Arch::Resnet128
             && self.init == Init::Pretrained
             && self.embedding_dim != 128
         {
             return bad(
-                "the pretrained ResNet embeds in 128 dimensions: use --embedding-dim 128".into(),
+                "embedding_dim",
+                format!(
+                    "must be 128: the pretrained ResNet embeds in 128 dimensions, not {}",
+                    self.embedding_dim
+                ),
             );
         }
-        if self.epochs == 0 || self.batch < 2 {
-            return bad("--epochs must be ≥ 1 and --batch ≥ 2".into());
+        if self.epochs == 0 {
+            return bad("epochs", "must be ≥ 1".into());
+        }
+        if self.batch < 2 {
+            return bad("batch", format!("must be ≥ 2, not {}", self.batch));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("--lr must be a positive number, not {}", self.lr));
+            return bad("lr", format!("must be a positive number, not {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.target_far) || self.target_far == 0.0 {
-            return bad(format!(
-                "--target-far must be in (0, 1), not {}",
-                self.target_far
-            ));
+            return bad(
+                "target_far",
+                format!("must be in (0, 1), not {}", self.target_far),
+            );
         }
         if !(0.0..std::f64::consts::FRAC_PI_2).contains(&self.margin) {
-            return bad(format!("--margin must be in [0, π/2), not {}", self.margin));
+            return bad(
+                "margin",
+                format!("must be in [0, π/2), not {}", self.margin),
+            );
         }
         Ok(())
-    }
-
-    /// The architecture name recorded in `model.json`.
-    pub fn arch_name(&self) -> &'static str {
-        match self.arch {
-            Arch::Resnet128 => crate::resnet::ARCH,
-            Arch::Mobilefacenet => crate::mobilefacenet::ARCH,
-        }
-    }
-
-    /// Input geometry and normalisation of the architecture.
-    pub fn input(&self) -> crate::preprocess::InputSpec {
-        match self.arch {
-            Arch::Resnet128 => crate::preprocess::InputSpec::pretrained_resnet(),
-            Arch::Mobilefacenet => crate::preprocess::InputSpec::mobilefacenet(),
-        }
     }
 }
 
@@ -283,21 +263,55 @@ mod tests {
         c.check().unwrap();
         let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
-        let bad = TrainConfig {
+        let no_weights = TrainConfig {
             arch: Arch::Mobilefacenet,
             ..TrainConfig::default()
-        };
-        assert!(bad.check().is_err());
-        let e = TrainConfig {
+        }
+        .check()
+        .unwrap_err();
+        assert!(
+            matches!(
+                no_weights,
+                Error::BadSetting {
+                    setting: "init",
+                    ..
+                }
+            ),
+            "{no_weights:?}"
+        );
+        let infinite = TrainConfig {
             scale: f64::INFINITY,
             ..TrainConfig::default()
         }
         .check()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        match &infinite {
+            Error::BadSetting { setting, reason } => {
+                assert_eq!(*setting, "scale");
+                assert_eq!(reason, "must be a finite number, not inf");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The library names the setting, never a command-line flag.
+        assert_eq!(
+            infinite.to_string(),
+            "scale must be a finite number, not inf"
+        );
+        let no_epochs = TrainConfig {
+            epochs: 0,
+            ..TrainConfig::default()
+        }
+        .check()
+        .unwrap_err();
         assert!(
-            e.contains("--scale must be a finite number, not inf"),
-            "{e}"
+            matches!(
+                no_epochs,
+                Error::BadSetting {
+                    setting: "epochs",
+                    ..
+                }
+            ),
+            "{no_epochs:?}"
         );
     }
 

@@ -71,7 +71,7 @@ impl Optimizer {
         let vars = vs
             .variables_
             .lock()
-            .map_err(|_| Error::Invalid("the var store lock is poisoned".into()))?;
+            .map_err(|_| Error::Internal("the var store lock is poisoned".into()))?;
         // Var-store names are only on the named map; match trainable tensors to them by storage.
         let names: HashMap<usize, &String> = vars
             .named_variables
@@ -83,7 +83,7 @@ impl Optimizer {
             let name = names
                 .get(&(v.tensor.data_ptr() as usize))
                 .ok_or_else(|| {
-                    Error::Invalid("a trainable variable has no name in the var store".into())
+                    Error::Internal("a trainable variable has no name in the var store".into())
                 })?
                 .to_string();
             params.push(Param {
@@ -205,12 +205,12 @@ impl Optimizer {
     }
 
     fn load_tensors(&mut self, tensors: Vec<(String, Tensor)>, path: &Path) -> Result<()> {
-        let mismatch = |why: String| {
-            Error::Invalid(format!(
-                "the optimiser state in {} does not fit this model ({why}); \
-                 it belongs to another run: train into a new OUT",
-                path.display()
-            ))
+        // State of another model or algorithm: resuming it would train the wrong thing.
+        let mismatch = |what: String, saved: String, requested: String| Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            what: format!("optimiser state {what}"),
+            saved,
+            requested,
         };
         let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
         let names = self.algorithm.state_names();
@@ -224,22 +224,30 @@ impl Optimizer {
             let mut state = Vec::with_capacity(names.len());
             for n in names {
                 let key = format!("{}.{n}", p.name);
-                let t = by_name
-                    .remove(&key)
-                    .ok_or_else(|| mismatch(format!("{key} is missing")))?;
+                let t = by_name.remove(&key).ok_or_else(|| {
+                    mismatch(
+                        key.clone(),
+                        "absent".into(),
+                        "needed by this optimiser".into(),
+                    )
+                })?;
                 if t.size() != p.var.size() {
-                    return Err(mismatch(format!(
-                        "{key} has shape {:?}, the variable {:?}",
-                        t.size(),
-                        p.var.size()
-                    )));
+                    return Err(mismatch(
+                        key,
+                        format!("of shape {:?}", t.size()),
+                        format!("of shape {:?}", p.var.size()),
+                    ));
                 }
                 state.push(t.f_to_kind(p.var.kind())?.f_to_device(p.var.device())?);
             }
             restored.push((state, steps));
         }
         if let Some(extra) = by_name.keys().min() {
-            return Err(mismatch(format!("{extra} matches no variable")));
+            return Err(mismatch(
+                extra.clone(),
+                "present".into(),
+                "for no variable of this model".into(),
+            ));
         }
         for (p, (state, steps)) in self.params.iter_mut().zip(restored) {
             p.state = state;
@@ -541,7 +549,13 @@ mod tests {
             nesterov: true,
         };
         let mut wrong = Optimizer::new(sgd, &vs, 0.01).unwrap();
-        let err = wrong.load(&path).unwrap_err().to_string();
-        assert!(err.contains("new OUT"), "{err}");
+        let err = wrong.load(&path).unwrap_err();
+        match &err {
+            Error::CheckpointMismatch { path: p, what, .. } => {
+                assert_eq!(p, &path);
+                assert!(what.starts_with("optimiser state "), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

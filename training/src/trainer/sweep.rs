@@ -50,13 +50,16 @@ pub fn grid_of(base: &TrainConfig, lr_mults: &[f64], margins: &[f64]) -> Vec<Tra
 }
 
 /// Run every configuration of `configs` into `out/sweep/…`, `parallel` at a time; returns the
-/// points sorted best first and copies the best artifact files into `out`.
+/// points sorted best first and copies the best artifact files into `out`. `on_point` sees
+/// each point as its run ends (in grid order); the runs report progress through `opts` only
+/// when they run one at a time.
 pub fn run(
     faces: &FaceSet,
     out: &Path,
     configs: &[TrainConfig],
     opts: &RunOptions,
     parallel: usize,
+    mut on_point: impl FnMut(&SweepPoint),
 ) -> Result<Vec<SweepPoint>> {
     // The index keeps folder names unique when two rates round to the same text.
     let dirs: Vec<PathBuf> = configs
@@ -75,13 +78,14 @@ pub fn run(
                 .iter()
                 .map(|(cfg, dir)| {
                     let run_opts = RunOptions {
-                        progress: opts.progress && parallel <= 1,
+                        // Interleaved reports of parallel runs would mean nothing.
+                        progress: opts.progress.clone().filter(|_| parallel <= 1),
                         ..opts.clone()
                     };
                     s.spawn(move || {
                         let r = train_on(faces, dir, cfg, &run_opts);
                         let kept = r.as_ref().ok().and_then(|r| {
-                            let e = r.state.best_epoch?;
+                            let e = r.state.early_stop.best_epoch?;
                             r.state.history.iter().find(|h| h.epoch == e)
                         });
                         SweepPoint {
@@ -89,7 +93,7 @@ pub fn run(
                             margin: cfg.margin,
                             dir: dir.clone(),
                             score: r.as_ref().ok().and_then(|r| r.best_score),
-                            best_epoch: r.as_ref().ok().and_then(|r| r.state.best_epoch),
+                            best_epoch: r.as_ref().ok().and_then(|r| r.state.early_stop.best_epoch),
                             validation: kept.and_then(|h| h.val),
                             error: r.as_ref().err().map(|e| e.to_string()),
                         }
@@ -112,19 +116,7 @@ pub fn run(
                 })
                 .collect()
         });
-        for p in &results {
-            if opts.progress {
-                match (&p.score, &p.error) {
-                    (Some(s), _) => {
-                        eprintln!("sweep lr {:.2e} margin {:.2}: score {s:.4}", p.lr, p.margin)
-                    }
-                    (_, Some(e)) => {
-                        eprintln!("sweep lr {:.2e} margin {:.2}: failed: {e}", p.lr, p.margin)
-                    }
-                    _ => {}
-                }
-            }
-        }
+        results.iter().for_each(&mut on_point);
         points.extend(results);
     }
     // Best first; a failed run or a non-finite score ranks last.
@@ -135,18 +127,16 @@ pub fn run(
     };
     points.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
     // The report first, so it exists even when every run failed.
-    let text = crate::json::to_string_pretty(&points).map_err(|e| Error::json("sweep.json", e))?;
+    let text = facepipe_model::json::to_string_pretty(&points)
+        .map_err(|e| Error::json("sweep.json", e))?;
     let path = out.join("sweep.json");
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
     let best = points
         .first()
         .filter(|p| p.score.is_some())
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "every sweep run failed (errors in {})",
-                path.display()
-            ))
+        .ok_or_else(|| Error::SweepFailed {
+            report: path.clone(),
         })?;
     for name in [
         "model.safetensors",

@@ -2,16 +2,15 @@
 //! pair, and summarise (ROC AUC, best accuracy, threshold at a target false-accept rate).
 //! Used for early stopping on validation people and for calibrating the shipped threshold.
 
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use crate::backbone::EmbeddingNet;
 use crate::data::{Loader, LoaderConfig, Subset};
 use crate::error::{Error, Result};
-use crate::preprocess::InputSpec;
+use facepipe_model::InputSpec;
 
 /// L2-normalised embeddings of every item of `subset` (in subset order), as an N×D CPU tensor.
 pub fn embed_subset(
-    net: &dyn EmbeddingNet,
+    net: &dyn nn::ModuleT,
     subset: &Subset,
     input: &InputSpec,
     batch: usize,
@@ -44,7 +43,7 @@ pub fn pair_scores(embeddings: &Tensor, labels: &[i64]) -> Result<(Vec<f32>, Vec
     let n = labels.len();
     let flat = Vec::<f32>::try_from(sim.flatten(0, -1))?;
     if flat.len() != n * n {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "{} similarities for {n} embeddings",
             flat.len()
         )));
@@ -155,7 +154,7 @@ mod tests {
         // Nothing beats rejecting every pair: no threshold, and the summary still writes
         // and reads back as JSON.
         assert_eq!(s.best_threshold, None);
-        let text = crate::json::to_string_pretty(&s).unwrap();
+        let text = facepipe_model::json::to_string_pretty(&s).unwrap();
         assert_eq!(serde_json::from_str::<PairSummary>(&text).unwrap(), s);
         let (thr, tar) = threshold_at_far(&[0.9, 0.35], &[0.1, 0.2, 0.3, 0.4], 0.25);
         assert_eq!(thr, 0.3);

@@ -4,86 +4,37 @@
 //! input geometry and the metric its embeddings are compared with. Inputs of any size are
 //! padded to a centred square and resized as the network expects (see [`crate::preprocess`]);
 //! batches run under `no_grad` on the chosen `tch::Device`.
-// CONTRACT: the signatures below are used by other crates.
 
 use std::path::Path;
 
-use facepipe_pipeline::ModelDir;
+use facepipe_pipeline::{DistanceKind, Metric, ModelDir, PRETRAINED_METRIC};
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 use tch::nn;
 
+use crate::arch::Arch;
 use crate::artifact;
-use crate::backbone::{self, EmbeddingNet};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::preprocess::{self, InputSpec};
 use crate::resnet::{self, FaceResNet};
-
-/// How two embeddings are compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DistanceKind {
-    /// Euclidean distance of raw embeddings (the pretrained network; face-api's 0.6).
-    Euclidean,
-    /// 1 − cosine similarity of L2-normalised embeddings (trained models).
-    Cosine,
-}
-
-/// The distance and the threshold under which two faces are the same person.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub distance: DistanceKind,
-    pub threshold: f32,
-}
-
-impl Metric {
-    pub fn distance(&self, a: &[f32], b: &[f32]) -> f32 {
-        match self.distance {
-            DistanceKind::Euclidean => a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y) * (x - y))
-                .sum::<f32>()
-                .sqrt(),
-            DistanceKind::Cosine => {
-                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-                let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-                let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-                1.0 - dot / (na * nb).max(1e-12)
-            }
-        }
-    }
-
-    pub fn same(&self, a: &[f32], b: &[f32]) -> bool {
-        self.distance(a, b) < self.threshold
-    }
-}
-
-/// The pretrained network's metric: Euclidean distance, face-api's threshold 0.6.
-pub const PRETRAINED_METRIC: Metric = Metric {
-    distance: DistanceKind::Euclidean,
-    threshold: 0.6,
-};
 
 /// Crops per forward pass: bounds memory on long lists.
 const DEFAULT_BATCH: usize = 32;
 
 pub struct Embedder {
-    net: Box<dyn EmbeddingNet>,
+    net: Box<dyn nn::ModuleT>,
     // Owns the network's variables (the modules hold shallow handles to them).
     _vs: nn::VarStore,
     device: tch::Device,
     input: InputSpec,
     metric: Metric,
     dim: usize,
-    architecture: String,
+    architecture: Arch,
     batch_size: usize,
 }
 
 impl Embedder {
     /// The pretrained 128-d network from face-api's weights (Euclidean, threshold 0.6).
-    pub fn pretrained(models: &ModelDir, device: tch::Device) -> anyhow::Result<Self> {
-        crate::init_threads();
+    pub fn pretrained(models: &ModelDir, device: tch::Device) -> Result<Self> {
         let weights = models.load(facepipe_pipeline::models::FACE_RECOGNITION)?;
         let vs = nn::VarStore::new(device);
         let net = FaceResNet::pretrained(&vs, &weights)?;
@@ -94,17 +45,18 @@ impl Embedder {
             input: InputSpec::pretrained_resnet(),
             metric: PRETRAINED_METRIC,
             dim: resnet::PRETRAINED_DIM as usize,
-            architecture: resnet::ARCH.to_string(),
+            architecture: Arch::Resnet128,
             batch_size: DEFAULT_BATCH,
         })
     }
 
     /// A trained model artifact folder (`model.safetensors` + `model.json`).
-    pub fn from_artifact(dir: &Path, device: tch::Device) -> anyhow::Result<Self> {
-        crate::init_threads();
+    pub fn from_artifact(dir: &Path, device: tch::Device) -> Result<Self> {
         let json = artifact::load_json(dir)?;
         let vs = nn::VarStore::new(device);
-        let net = backbone::build(&json.architecture, &vs.root(), &json.backbone_config())?;
+        let net =
+            json.architecture
+                .build_for(&vs.root(), json.embedding_dim as i64, json.input.size)?;
         artifact::load_weights(dir, &vs)?;
         Ok(Embedder {
             net,
@@ -121,9 +73,9 @@ impl Embedder {
     /// Wrap a network built elsewhere (e.g. by the trainer, to evaluate mid-run). `vs` must
     /// hold the network's variables.
     pub fn from_parts(
-        net: Box<dyn EmbeddingNet>,
+        net: Box<dyn nn::ModuleT>,
         vs: nn::VarStore,
-        architecture: impl Into<String>,
+        architecture: Arch,
         input: InputSpec,
         metric: Metric,
         dim: usize,
@@ -136,7 +88,7 @@ impl Embedder {
             input,
             metric,
             dim,
-            architecture: architecture.into(),
+            architecture,
             batch_size: DEFAULT_BATCH,
         }
     }
@@ -149,7 +101,7 @@ impl Embedder {
 
     /// Embeddings of aligned crops (as produced by `facepipe_pipeline::align`), batched.
     /// Cosine models return L2-normalised vectors.
-    pub fn embed(&self, faces: &[RgbImage]) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn embed(&self, faces: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(faces.len());
         for chunk in faces.chunks(self.batch_size) {
             let xs = preprocess::batch_tensor(chunk, &self.input, self.device)?;
@@ -171,13 +123,11 @@ impl Embedder {
                 .contiguous();
             let flat = Vec::<f32>::try_from(emb.flatten(0, -1)).map_err(Error::from)?;
             if flat.len() != chunk.len() * self.dim {
-                return Err(Error::Invalid(format!(
-                    "network returned {} values for {} crops of dimension {}",
-                    flat.len(),
-                    chunk.len(),
-                    self.dim
-                ))
-                .into());
+                return Err(Error::OutputShape {
+                    values: flat.len(),
+                    crops: chunk.len(),
+                    dim: self.dim,
+                });
             }
             out.extend(flat.chunks_exact(self.dim).map(<[f32]>::to_vec));
         }
@@ -201,8 +151,8 @@ impl Embedder {
         self.device
     }
 
-    /// Architecture name (as in `model.json`).
-    pub fn architecture(&self) -> &str {
-        &self.architecture
+    /// The network's architecture (as in `model.json`).
+    pub fn architecture(&self) -> Arch {
+        self.architecture
     }
 }

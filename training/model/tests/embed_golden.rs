@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use facepipe_model::{DistanceKind, Embedder};
 use facepipe_pipeline::ModelDir;
-use facepipe_training::{DistanceKind, Embedder};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/embed")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/embed")
 }
 
 fn expected() -> serde_json::Value {

@@ -5,12 +5,14 @@
 
 use std::path::Path;
 
+use facepipe_model::{
+    artifact, resnet, Arch, DistanceKind, Embedder, InputSpec, Metric, ModelJson,
+};
 use facepipe_pipeline::ModelDir;
-use facepipe_training::{artifact, resnet, DistanceKind, Embedder, InputSpec, Metric, ModelJson};
 use tch::nn;
 
 fn crops() -> Vec<image::RgbImage> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/embed");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/embed");
     [
         "John_Salley_0002.png",
         "orl_s12_3.pgm",
@@ -33,7 +35,7 @@ fn save_pretrained(dir: &Path, metric: Metric) -> ModelJson {
         .root()
         .sub("head")
         .var("centres", &[10, 128], nn::Init::Const(0.0));
-    let mut json = ModelJson::new(resnet::ARCH, InputSpec::pretrained_resnet(), 128, metric);
+    let mut json = ModelJson::new(Arch::Resnet128, InputSpec::pretrained_resnet(), 128, metric);
     json.training = serde_json::json!({"epochs": 0, "note": "round-trip test"});
     artifact::save(dir, &vs, &json).unwrap();
     json
@@ -60,7 +62,7 @@ fn pretrained_round_trips_through_an_artifact() {
     let loaded = Embedder::from_artifact(&dir, tch::Device::Cpu).unwrap();
     assert_eq!(loaded.metric(), metric);
     assert_eq!(loaded.dim(), 128);
-    assert_eq!(loaded.architecture(), resnet::ARCH);
+    assert_eq!(loaded.architecture(), Arch::Resnet128);
     let models = ModelDir::locate(None).unwrap();
     let pretrained = Embedder::pretrained(&models, tch::Device::Cpu).unwrap();
     let crops = crops();
@@ -108,11 +110,20 @@ fn broken_artifacts_say_what_is_wrong() {
             threshold: 0.6,
         },
     );
-    // An unknown architecture name.
     let text = std::fs::read_to_string(dir.join("model.json")).unwrap();
+    assert!(text.contains("\"architecture\": \"resnet128\""), "{text}");
+    // Artifacts written before the name was unified still load.
     std::fs::write(
         dir.join("model.json"),
-        text.replace(resnet::ARCH, "no_such_net"),
+        text.replace("\"resnet128\"", "\"faceapi_resnet\""),
+    )
+    .unwrap();
+    let old = Embedder::from_artifact(&dir, tch::Device::Cpu).unwrap();
+    assert_eq!(old.architecture(), Arch::Resnet128);
+    // An unknown architecture name.
+    std::fs::write(
+        dir.join("model.json"),
+        text.replace("\"resnet128\"", "\"no_such_net\""),
     )
     .unwrap();
     let err = Embedder::from_artifact(&dir, tch::Device::Cpu)

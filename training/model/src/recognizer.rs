@@ -1,18 +1,50 @@
-//! The networks a deployment needs, loaded once: the face engine (detect → landmarks →
-//! align, pure Rust) and the embedder (libtorch). Shared by every request and by every
-//! deployment version that names the same model.
+//! Photos in, identities' embeddings out: the face engine (detect → landmarks → align, pure
+//! Rust) and the embedder (libtorch) with the metric their embeddings are compared with.
+//! The CLI's `compare` and `evaluate`, and every deployment the service loads, use this one
+//! pairing, so a face is found, aligned and embedded the same way everywhere.
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use facepipe_pipeline::{EngineOptions, Face, FaceEngine, FoundBy, ModelDir};
-use facepipe_training::{Embedder, Metric};
+use facepipe_pipeline::{EngineOptions, Face, FaceEngine, FoundBy, Metric, ModelDir};
 use image::RgbImage;
 
-use crate::deployment::ModelRef;
+use crate::arch::Arch;
+use crate::embedder::Embedder;
 use crate::error::{Error, Result};
-use crate::registry::Registry;
-use crate::request::Cancel;
+
+/// Which embedding network to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelSource<'a> {
+    /// The pretrained 128-d network of the model folder.
+    Pretrained,
+    /// A folder written by `facepipe train` (`model.json` + `model.safetensors`).
+    Artifact(&'a Path),
+}
+
+/// Asked between the stages of a recognition (detect, landmarks, align, embed): once it
+/// has expired, the work stops with [`Error::Cancelled`]. A service's request budget is one.
+pub trait Deadline {
+    fn expired(&self) -> bool;
+}
+
+/// A deadline that never passes (batch jobs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDeadline;
+
+impl Deadline for NoDeadline {
+    fn expired(&self) -> bool {
+        false
+    }
+}
+
+fn check(deadline: &dyn Deadline) -> Result<()> {
+    if deadline.expired() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
 
 /// The faces of one photo that were embedded, and how many the detector found.
 #[derive(Debug)]
@@ -24,14 +56,14 @@ pub struct FoundFaces {
 }
 
 pub struct Recognizer {
-    model: ModelRef,
     engine: FaceEngine,
-    /// tch modules are not `Sync`; the lock also keeps two requests from fighting over the
+    /// tch modules are not `Sync`; the lock also keeps two callers from fighting over the
     /// same intra-op thread pool. A panic while it is held leaves the (stateless) forward
-    /// pass usable, so a poisoned lock is taken over rather than failing every request.
+    /// pass usable, so a poisoned lock is taken over rather than failing every call after.
     embedder: Mutex<Embedder>,
     metric: Metric,
     dim: usize,
+    architecture: Arch,
     /// Panics still to raise inside the embedder (the service's fault tests).
     #[cfg(feature = "test-support")]
     injected_panics: std::sync::atomic::AtomicUsize,
@@ -40,58 +72,46 @@ pub struct Recognizer {
 impl std::fmt::Debug for Recognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recognizer")
-            .field("model", &self.model)
             .field("metric", &self.metric)
             .field("dim", &self.dim)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Recognizer {
-    /// Load the face engine from `models` and the embedder `model` names (artifacts are
-    /// read from `registry`). Services use `EngineOptions` without the tight-crop fallback,
-    /// so a photo with no face reports none instead of treating the whole frame as one.
-    pub fn load(
-        models: &ModelDir,
-        model: &ModelRef,
-        registry: Option<&Registry>,
-        options: EngineOptions,
-        device: tch::Device,
-    ) -> Result<Self> {
-        let engine = FaceEngine::load(models, options)?;
-        // A service answers one photo at a time per request, so the detector's GEMMs may use
-        // as many threads as libtorch does (FACEPIPE_THREADS, else every core); batch jobs
-        // keep them single-threaded and parallelise over photos instead.
-        if std::env::var_os("FACEPIPE_GEMM_THREADS").is_none() {
-            facepipe_training::init_threads();
-            facepipe_pipeline::nn::set_gemm_threads(tch::get_num_threads().max(1) as usize);
-        }
-        let embedder = match model {
-            ModelRef::Pretrained { .. } => Embedder::pretrained(models, device),
-            ModelRef::Artifact { sha256, source } => {
-                let dir = match registry {
-                    Some(r) => r.model_dir(sha256),
-                    None => Path::new(source).to_path_buf(),
-                };
-                Embedder::from_artifact(&dir, device)
-            }
-        }
-        .map_err(|e| Error::Model(format!("{e:#}")))?;
+    /// Pair an engine with an embedder; the embedder's metric is the recognizer's.
+    pub fn new(engine: FaceEngine, embedder: Embedder) -> Self {
         let metric = embedder.metric();
         let dim = embedder.dim();
-        Ok(Recognizer {
-            model: model.clone(),
+        let architecture = embedder.architecture();
+        Recognizer {
             engine,
             embedder: Mutex::new(embedder),
             metric,
             dim,
+            architecture,
             #[cfg(feature = "test-support")]
             injected_panics: std::sync::atomic::AtomicUsize::new(0),
-        })
+        }
     }
 
-    pub fn model(&self) -> &ModelRef {
-        &self.model
+    /// Load the face engine from `models` and the embedding network `source` names.
+    pub fn load(
+        models: &ModelDir,
+        source: ModelSource<'_>,
+        options: EngineOptions,
+        device: tch::Device,
+    ) -> Result<Self> {
+        let engine = FaceEngine::load(models, options)?;
+        let embedder = match source {
+            ModelSource::Pretrained => Embedder::pretrained(models, device)?,
+            ModelSource::Artifact(dir) => Embedder::from_artifact(dir, device)?,
+        };
+        Ok(Recognizer::new(engine, embedder))
+    }
+
+    pub fn engine(&self) -> &FaceEngine {
+        &self.engine
     }
 
     /// The model's own metric (its calibrated threshold); a deployment may override it.
@@ -103,26 +123,25 @@ impl Recognizer {
         self.dim
     }
 
-    pub fn engine(&self) -> &FaceEngine {
-        &self.engine
+    /// The embedding network's architecture.
+    pub fn architecture(&self) -> Arch {
+        self.architecture
     }
 
     /// Every face in a photo with its embedding, best detection first.
-    pub fn faces_with_embeddings(&self, image: &RgbImage) -> Result<Vec<(Face, Vec<f32>)>> {
-        Ok(self
-            .faces_capped(image, usize::MAX, &Cancel::never())?
-            .faces)
+    pub fn faces(&self, image: &RgbImage) -> Result<Vec<(Face, Vec<f32>)>> {
+        Ok(self.faces_capped(image, usize::MAX, &NoDeadline)?.faces)
     }
 
     /// The largest `max_faces` faces of a photo with their embeddings (best detection
-    /// first), checking `cancel` between stages: detect, landmarks, align, embed. A photo
-    /// of a crowd (or noise the tiny detector reads as hundreds of faces) costs at most
-    /// `max_faces` landmark runs and embeddings.
+    /// first), asking `deadline` between stages. A photo of a crowd (or noise the tiny
+    /// detector reads as hundreds of faces) costs at most `max_faces` landmark runs and
+    /// embeddings.
     pub fn faces_capped(
         &self,
         image: &RgbImage,
         max_faces: usize,
-        cancel: &Cancel,
+        deadline: &dyn Deadline,
     ) -> Result<FoundFaces> {
         let (faces, found) = if self.engine.options().tight_crop_fallback || image.width() == 0 {
             // The engine's retry paths only run when nothing was found: few faces.
@@ -134,7 +153,7 @@ impl Recognizer {
             let mut detections = self.engine.detector().detect(image);
             let detected = detections.len();
             keep_largest(&mut detections, max_faces, |d| d.bbox.area());
-            cancel.check()?;
+            check(deadline)?;
             let kept = detections.len();
             let mut faces = Vec::with_capacity(kept);
             for d in detections {
@@ -146,13 +165,13 @@ impl Recognizer {
                         found_by: FoundBy::Detector,
                     });
                 }
-                cancel.check()?;
+                check(deadline)?;
             }
             // A detection whose landmarks fail is no face (as in the engine).
             let failed = kept - faces.len();
             (faces, detected - failed)
         };
-        cancel.check()?;
+        check(deadline)?;
         if faces.is_empty() {
             return Ok(FoundFaces {
                 faces: Vec::new(),
@@ -160,9 +179,9 @@ impl Recognizer {
             });
         }
         let crops: Vec<RgbImage> = faces.iter().map(|f| self.engine.align(image, f)).collect();
-        cancel.check()?;
+        check(deadline)?;
         let embeddings = self.embed(&crops)?;
-        cancel.check()?;
+        check(deadline)?;
         Ok(FoundFaces {
             faces: faces.into_iter().zip(embeddings).collect(),
             found,
@@ -171,16 +190,16 @@ impl Recognizer {
 
     /// The largest face of a photo (enrolment photos show one person) with its embedding.
     pub fn largest_face(&self, image: &RgbImage) -> Result<Option<(Face, Vec<f32>)>> {
-        self.largest_face_within(image, &Cancel::never())
+        self.largest_face_within(image, &NoDeadline)
     }
 
-    /// [`Recognizer::largest_face`], stopping between stages once `cancel` fires.
+    /// [`Recognizer::largest_face`], stopping between stages once `deadline` has expired.
     pub fn largest_face_within(
         &self,
         image: &RgbImage,
-        cancel: &Cancel,
+        deadline: &dyn Deadline,
     ) -> Result<Option<(Face, Vec<f32>)>> {
-        Ok(self.faces_capped(image, 1, cancel)?.faces.pop())
+        Ok(self.faces_capped(image, 1, deadline)?.faces.pop())
     }
 
     /// Run the embedder once on a plain grey crop: `Ok` when it answers with finite
@@ -191,9 +210,7 @@ impl Recognizer {
         if e.len() == 1 && e[0].len() == self.dim && e[0].iter().all(|v| v.is_finite()) {
             Ok(())
         } else {
-            Err(Error::Model(
-                "the embedder's self-check gave no finite embedding".into(),
-            ))
+            Err(Error::SelfCheck)
         }
     }
 
@@ -202,12 +219,10 @@ impl Recognizer {
         let embedder = self.embedder.lock().unwrap_or_else(PoisonError::into_inner);
         #[cfg(feature = "test-support")]
         self.maybe_panic();
-        embedder
-            .embed(crops)
-            .map_err(|e| Error::Model(format!("{e:#}")))
+        embedder.embed(crops)
     }
 
-    /// Make the next `n` calls to the embedder panic while holding its lock (tests of the
+    /// Make the next `n` calls to the embedder panic while holding its lock (tests of a
     /// service's fault handling).
     #[cfg(feature = "test-support")]
     pub fn inject_panics(&self, n: usize) {

@@ -31,14 +31,30 @@
 //! top k, so the answer equals the exact scan's. When that check fails (a crowd of rows
 //! within the quantisation error of each other) the query falls back to the exact scan, so
 //! the shortlist size only trades speed, never correctness.
+//!
+//! # Map
+//! - this file: the [`Gallery`] type (people, rows and their sources, add/remove) and the
+//!   search paths (exact scan, two stages, the naive baseline).
+//! - `int8`: the per-row int8 quantiser and the quantised copy of the rows.
+//! - `kernel`: the scoring kernels ([`dot`] for `f32`, int8 dot products with AVX2 picked
+//!   at run time) and their dispatch; the only `unsafe` code of the crate.
+//! - `topk`: top-k selection (stage one's bounded shortlist, the k closest people).
+//! - `stats`: process-wide counters of the paths taken ([`search_stats`]).
 
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod int8;
+mod kernel;
+mod stats;
+mod topk;
 
-use facepipe_training::{DistanceKind, Metric};
+use facepipe_pipeline::{DistanceKind, Metric};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use int8::{quantize, Quantized};
+pub use kernel::dot;
+use stats::SearchPath;
+pub use stats::{search_stats, SearchStats};
+use topk::Shortlist;
 
 /// Rows per parallel chunk: below this a query runs on the calling thread.
 const PAR_CHUNK_ROWS: usize = 16 * 1024;
@@ -55,9 +71,6 @@ const TWO_STAGE_MIN_ROWS: usize = 4 * 1024;
 const SHORTLIST_MIN: usize = 256;
 const SHORTLIST_PER_K: usize = 16;
 
-/// Width of an int8 block: rows are padded with zeros to a multiple of it.
-const BLOCK: usize = 16;
-
 /// One candidate person for a query embedding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
@@ -65,94 +78,6 @@ pub struct Candidate {
     pub person: usize,
     /// Distance to the person's closest enrolled embedding.
     pub distance: f32,
-}
-
-/// The int8 copy of the rows for the first stage.
-#[derive(Clone, Debug, Default)]
-struct Quantized {
-    /// `dim` rounded up to [`BLOCK`].
-    stride: usize,
-    /// `rows × stride` codes, `c = round(r / s)` in −127..=127, zero padded.
-    codes: Vec<i8>,
-    /// Per row `s = max|r| / 127`.
-    scale: Vec<f32>,
-    /// Per row `s · ‖c‖₁`, for the error bound.
-    scaled_l1: Vec<f32>,
-}
-
-impl Quantized {
-    fn new(dim: usize) -> Self {
-        Quantized {
-            stride: dim.div_ceil(BLOCK) * BLOCK,
-            ..Default::default()
-        }
-    }
-
-    fn push(&mut self, row: &[f32]) {
-        let (scale, codes) = quantize(row, self.stride);
-        let l1: i32 = codes.iter().map(|&c| i32::from(c).abs()).sum();
-        self.codes.extend_from_slice(&codes);
-        self.scale.push(scale);
-        self.scaled_l1.push(scale * l1 as f32);
-    }
-
-    fn truncate(&mut self, rows: usize) {
-        self.codes.truncate(rows * self.stride);
-        self.scale.truncate(rows);
-        self.scaled_l1.truncate(rows);
-    }
-
-    fn copy_row(&mut self, from: &Quantized, row: usize) {
-        let s = self.stride;
-        self.codes
-            .extend_from_slice(&from.codes[row * s..(row + 1) * s]);
-        self.scale.push(from.scale[row]);
-        self.scaled_l1.push(from.scaled_l1[row]);
-    }
-
-    fn bytes(&self) -> usize {
-        self.codes.len() + (self.scale.len() + self.scaled_l1.len()) * 4
-    }
-}
-
-/// Per-vector symmetric int8 quantisation, padded to `stride` codes.
-fn quantize(v: &[f32], stride: usize) -> (f32, Vec<i8>) {
-    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    // An all-zero (or non-finite) vector: codes 0 and scale 0 make the bound exact.
-    let scale = if max > 0.0 && max.is_finite() {
-        max / 127.0
-    } else {
-        0.0
-    };
-    let mut codes = vec![0i8; stride];
-    if scale > 0.0 {
-        for (c, x) in codes.iter_mut().zip(v) {
-            *c = (x / scale).round().clamp(-127.0, 127.0) as i8;
-        }
-    }
-    (scale, codes)
-}
-
-/// How many queries took each path, for benchmarks and tests (process-wide).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SearchStats {
-    /// Answered by the exact scan because the gallery is small or k is large.
-    pub exact: u64,
-    /// Answered by the two stages, the bound proving the answer exact.
-    pub two_stage: u64,
-    /// Two stages tried, bound check failed, answered by the exact scan.
-    pub fallback: u64,
-}
-
-static STATS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-
-/// Counters of the search paths taken so far in this process.
-pub fn search_stats() -> SearchStats {
-    SearchStats {
-        exact: STATS[0].load(Ordering::Relaxed),
-        two_stage: STATS[1].load(Ordering::Relaxed),
-        fallback: STATS[2].load(Ordering::Relaxed),
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -180,65 +105,6 @@ struct Query {
     codes: Vec<i16>,
     scale: f32,
     l1: f32,
-}
-
-/// A shortlisted row ordered by the lower bound of its distance key.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Bound(f32, u32);
-
-impl Eq for Bound {}
-impl PartialOrd for Bound {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Bound {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
-    }
-}
-
-/// The `m` rows of smallest lower bound seen so far, and the smallest bound left out.
-struct Shortlist {
-    m: usize,
-    heap: BinaryHeap<Bound>,
-    excluded_min: f32,
-}
-
-impl Shortlist {
-    fn new(m: usize) -> Self {
-        Shortlist {
-            m,
-            heap: BinaryHeap::with_capacity(m + 1),
-            excluded_min: f32::INFINITY,
-        }
-    }
-
-    #[inline]
-    fn offer(&mut self, bound: f32, row: u32) {
-        if self.heap.len() < self.m {
-            self.heap.push(Bound(bound, row));
-            return;
-        }
-        // The heap is full, so it has a top.
-        let worst = self.heap.peek().map_or(f32::INFINITY, |b| b.0);
-        if bound < worst {
-            if let Some(out) = self.heap.pop() {
-                self.excluded_min = self.excluded_min.min(out.0);
-            }
-            self.heap.push(Bound(bound, row));
-        } else {
-            self.excluded_min = self.excluded_min.min(bound);
-        }
-    }
-
-    fn merge(mut self, other: Shortlist) -> Shortlist {
-        self.excluded_min = self.excluded_min.min(other.excluded_min);
-        for b in other.heap {
-            self.offer(b.0, b.1);
-        }
-        self
-    }
 }
 
 impl Gallery {
@@ -483,16 +349,16 @@ impl Gallery {
         let m = shortlist_size(k);
         // A shortlist of a sizeable share of the gallery saves little over scanning it.
         if self.len() < TWO_STAGE_MIN_ROWS || m >= self.len() / 4 {
-            STATS[0].fetch_add(1, Ordering::Relaxed);
+            stats::record(SearchPath::Exact);
             return self.search_exact(query, k);
         }
         match self.search_two_stage(query, k, m) {
             (top, true) => {
-                STATS[1].fetch_add(1, Ordering::Relaxed);
+                stats::record(SearchPath::TwoStage);
                 top
             }
             (_, false) => {
-                STATS[2].fetch_add(1, Ordering::Relaxed);
+                stats::record(SearchPath::Fallback);
                 self.search_exact(query, k)
             }
         }
@@ -501,7 +367,7 @@ impl Gallery {
     /// The exact scan over every `f32` row (the reference the two stages must match).
     pub fn search_exact(&self, query: &[f32], k: usize) -> Vec<Candidate> {
         let distances = self.row_distances(query);
-        self.top_people(&distances, k)
+        topk::top_people(&self.row_person, self.people.len(), &distances, k)
     }
 
     /// Stage one over the int8 copy keeping `m` rows, stage two exact on those. The flag
@@ -619,34 +485,6 @@ impl Gallery {
         list
     }
 
-    /// Reduce per-row distances to each person's minimum and keep the best `k`.
-    fn top_people(&self, distances: &[f32], k: usize) -> Vec<Candidate> {
-        if k == 0 || self.people.is_empty() {
-            return Vec::new();
-        }
-        let mut best = vec![f32::INFINITY; self.people.len()];
-        for (&p, &d) in self.row_person.iter().zip(distances) {
-            let slot = &mut best[p as usize];
-            if d < *slot {
-                *slot = d;
-            }
-        }
-        let mut order: Vec<usize> = (0..best.len()).filter(|&i| best[i].is_finite()).collect();
-        let by_distance = |a: &usize, b: &usize| best[*a].total_cmp(&best[*b]).then(a.cmp(b));
-        if order.len() > k {
-            order.select_nth_unstable_by(k - 1, by_distance);
-            order.truncate(k);
-        }
-        order.sort_unstable_by(by_distance);
-        order
-            .into_iter()
-            .map(|person| Candidate {
-                person,
-                distance: best[person],
-            })
-            .collect()
-    }
-
     /// The textbook search, kept as a baseline: one thread, the metric's own distance per
     /// row, a full sort.
     pub fn search_naive(&self, metric: &Metric, query: &[f32], k: usize) -> Vec<Candidate> {
@@ -671,89 +509,6 @@ impl Gallery {
 
 fn shortlist_size(k: usize) -> usize {
     SHORTLIST_MIN.max(SHORTLIST_PER_K.saturating_mul(k))
-}
-
-/// Dot product with 16 independent accumulators so the compiler vectorises it.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let ca = a.chunks_exact(16);
-    let cb = b.chunks_exact(16);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// The int8 dot-product kernel: AVX2 intrinsics picked at run time (the build does not set
-/// a target CPU), and a portable body LLVM vectorises for baseline x86-64 and other
-/// architectures. Rows are padded to whole 16-code blocks, so the AVX2 loop has no tail.
-mod kernel {
-    use super::BLOCK;
-
-    /// `out[i] = Σ q[j]·codes[i·stride + j]` for every row `i`.
-    pub(super) fn dots(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return avx2(q, codes, stride, out);
-        }
-        portable(q, codes, stride, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    fn avx2(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
-        use std::arch::x86_64::*;
-
-        /// Sixteen int8 codes sign-extended to i16, times sixteen query values, summed in
-        /// pairs into eight i32 lanes (`vpmovsxbw` + `vpmaddwd` on full 256-bit registers).
-        #[target_feature(enable = "avx2")]
-        fn inner(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
-            let q_blocks: Vec<__m256i> = q[..stride]
-                .chunks_exact(BLOCK)
-                // SAFETY: each chunk holds exactly 16 i16 = 32 bytes; unaligned load.
-                .map(|c| unsafe { _mm256_loadu_si256(c.as_ptr().cast()) })
-                .collect();
-            for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
-                let mut acc = _mm256_setzero_si256();
-                for (block, qb) in row.chunks_exact(BLOCK).zip(&q_blocks) {
-                    // SAFETY: each chunk holds exactly 16 i8 = 16 bytes; unaligned load.
-                    let r = unsafe { _mm_loadu_si128(block.as_ptr().cast()) };
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(r), *qb));
-                }
-                let s = _mm_add_epi32(
-                    _mm256_castsi256_si128(acc),
-                    _mm256_extracti128_si256::<1>(acc),
-                );
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                *o = _mm_cvtsi128_si32(s);
-            }
-        }
-        // SAFETY: only called after `is_x86_feature_detected!("avx2")` returned true.
-        unsafe { inner(q, codes, stride, out) }
-    }
-
-    #[inline(always)]
-    fn portable(q: &[i16], codes: &[i8], stride: usize, out: &mut [i32]) {
-        let q = &q[..stride.min(q.len())];
-        for (o, row) in out.iter_mut().zip(codes.chunks_exact(stride)) {
-            // A plain widening multiply-add reduction: LLVM turns it into `pmaddwd`.
-            *o = row
-                .iter()
-                .zip(q)
-                .map(|(&r, &q)| i32::from(r) * i32::from(q))
-                .sum();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -27,21 +27,34 @@ impl InputSpec {
     /// The pretrained 128-d ResNet: 150 px, face-api's channel means, divided by 255.
     pub fn pretrained_resnet() -> Self {
         InputSpec {
-            size: 150,
+            size: crate::resnet::INPUT_SIZE,
             mean: [122.782, 117.001, 104.298],
             std: [255.0; 3],
         }
+    }
+
+    /// MobileFaceNet / ArcFace convention: 112×112, `(x − 127.5) / 128`.
+    pub fn mobilefacenet() -> Self {
+        InputSpec {
+            size: crate::mobilefacenet::INPUT_SIZE,
+            mean: [127.5; 3],
+            std: [128.0; 3],
+        }
+    }
+
+    /// Number of `f32` values of one CHW image.
+    pub fn chw_len(&self) -> usize {
+        3 * (self.size as usize) * (self.size as usize)
     }
 }
 
 /// One crop → `size × size × 3` normalised values (HWC), appended to `out`.
 pub fn prepare_into(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) -> Result<()> {
     if img.width() == 0 || img.height() == 0 {
-        return Err(Error::Invalid(format!(
-            "empty face crop ({}x{})",
-            img.width(),
-            img.height()
-        )));
+        return Err(Error::EmptyCrop {
+            width: img.width(),
+            height: img.height(),
+        });
     }
     let size = spec.size as usize;
     // A crop already at the input size comes through unchanged (the resize is the identity).

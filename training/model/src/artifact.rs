@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use crate::backbone::BackboneConfig;
-use crate::embedder::{DistanceKind, Metric};
+use facepipe_pipeline::{DistanceKind, Metric};
+
+use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::preprocess::InputSpec;
 
@@ -24,8 +25,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelJson {
     pub format_version: u32,
-    /// Architecture name understood by [`crate::backbone::build`].
-    pub architecture: String,
+    /// The network (`resnet128`, `mobilefacenet`; older artifacts say `faceapi_resnet`).
+    pub architecture: Arch,
     /// Input size and per-channel normalisation.
     pub input: InputSpec,
     pub embedding_dim: usize,
@@ -33,7 +34,8 @@ pub struct ModelJson {
     pub distance: DistanceKind,
     /// Distance under which two faces are the same person (calibrated on data).
     pub threshold: f32,
-    /// Architecture-specific settings passed to the constructor.
+    /// Architecture-specific settings (none of today's networks has any; kept so that
+    /// artifacts that carry them still read).
     #[serde(default)]
     pub backbone_options: serde_json::Value,
     /// The training run's configuration (free-form).
@@ -49,15 +51,10 @@ pub struct ModelJson {
 
 impl ModelJson {
     /// A description with the given architecture and empty training/metrics sections.
-    pub fn new(
-        architecture: impl Into<String>,
-        input: InputSpec,
-        embedding_dim: usize,
-        metric: Metric,
-    ) -> Self {
+    pub fn new(architecture: Arch, input: InputSpec, embedding_dim: usize, metric: Metric) -> Self {
         ModelJson {
             format_version: FORMAT_VERSION,
-            architecture: architecture.into(),
+            architecture,
             input,
             embedding_dim,
             distance: metric.distance,
@@ -75,14 +72,6 @@ impl ModelJson {
         Metric {
             distance: self.distance,
             threshold: self.threshold,
-        }
-    }
-
-    pub fn backbone_config(&self) -> BackboneConfig {
-        BackboneConfig {
-            embedding_dim: self.embedding_dim as i64,
-            input_size: self.input.size,
-            options: self.backbone_options.clone(),
         }
     }
 }
@@ -106,9 +95,7 @@ pub fn save(dir: &Path, vs: &nn::VarStore, json: &ModelJson) -> Result<()> {
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     if named.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to save: the var store is empty".into(),
-        ));
+        return Err(Error::NothingToSave);
     }
     let weights = dir.join(WEIGHTS_FILE);
     tch::Tensor::write_safetensors(&named, &weights)?;

@@ -10,14 +10,11 @@
 //! the bottom/right, as the reference does.
 
 use facepipe_pipeline::models::TfjsWeights;
-use tch::nn::{self, Module};
+use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use crate::backbone::EmbeddingNet;
 use crate::error::{Error, Result};
 
-/// Architecture name recorded in `model.json`.
-pub const ARCH: &str = "faceapi_resnet";
 /// Input side in pixels.
 pub const INPUT_SIZE: u32 = 150;
 /// Width of the pooled features feeding the embedding layer.
@@ -165,7 +162,8 @@ impl FaceResNet {
     }
 }
 
-impl EmbeddingNet for FaceResNet {
+impl ModuleT for FaceResNet {
+    // No batch norm or dropout: training and inference are the same pass.
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         self.fc.forward(&self.features(xs))
     }
@@ -185,7 +183,7 @@ fn folded_conv(weights: &TfjsWeights, prefix: &str) -> Result<(Tensor, Tensor)> 
     let (sb, _) = tensor(weights, &format!("{prefix}scale/biases"))?;
     let cout = *fshape.last().unwrap_or(&0) as usize;
     if fshape.len() != 4 || b.len() != cout || s.len() != cout || sb.len() != cout {
-        return Err(Error::Invalid(format!(
+        return Err(Error::WeightsMismatch(format!(
             "{prefix}: filter shape {fshape:?} does not match bias/scale of {}",
             b.len()
         )));
@@ -230,10 +228,12 @@ pub fn load_tfjs(vs: &nn::VarStore, weights: &TfjsWeights) -> Result<()> {
         for (name, value) in pretrained_tensors(weights)? {
             let mut var = vars
                 .get(&name)
-                .ok_or_else(|| Error::Invalid(format!("no variable {name} in the var store")))?
+                .ok_or_else(|| {
+                    Error::WeightsMismatch(format!("no variable {name} in the var store"))
+                })?
                 .shallow_clone();
             if var.size() != value.size() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::WeightsMismatch(format!(
                     "{name}: var store has {:?}, weights have {:?}",
                     var.size(),
                     value.size()

@@ -9,8 +9,6 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-/// Architecture name recorded in `model.json`.
-pub const ARCH: &str = "mobilefacenet";
 /// Input side in pixels.
 pub const INPUT_SIZE: u32 = 112;
 
@@ -164,9 +162,11 @@ impl MobileFaceNet {
     pub fn dim(&self) -> i64 {
         self.dim
     }
+}
 
+impl ModuleT for MobileFaceNet {
     /// N×3×112×112 normalised input → N×dim embedding (not L2-normalised).
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = self.stem.forward_t(xs, train);
         x = self.stem_dw.forward_t(&x, train);
         for b in &self.blocks {
@@ -176,12 +176,6 @@ impl MobileFaceNet {
         x = self.gdc.forward_t(&x, train);
         let x = x.apply(&self.embed).flatten(1, -1);
         self.embed_bn.forward_t(&x, train)
-    }
-}
-
-impl crate::backbone::EmbeddingNet for MobileFaceNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        MobileFaceNet::forward_t(self, xs, train)
     }
 }
 
