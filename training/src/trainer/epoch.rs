@@ -98,6 +98,12 @@ impl Stepper {
         }
     }
 
+    /// A stepper that scales the loss as fp16 runs do, on any device: the scaler's logic
+    /// (skip on overflow, halve, grow after a run of good steps) is tested on CPU with it.
+    pub fn scaled(start: LossScale) -> Self {
+        Self { scale: Some(start) }
+    }
+
     /// Continue from a saved loss scale (ignored unless this stepper scales).
     pub fn resume(&mut self, saved: Option<LossScale>) {
         if let (Some(s), Some(saved)) = (self.scale.as_mut(), saved) {
@@ -264,6 +270,7 @@ pub(crate) fn run_epoch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::nn;
 
     #[test]
     fn the_schedule_warms_up_then_decays_to_zero() {
@@ -275,6 +282,77 @@ mod tests {
         // Past the end it stays at zero; without warm-up it starts at the peak.
         assert!(schedule(1.0, 25, 4, 20).abs() < 1e-12);
         assert_eq!(schedule(0.1, 0, 0, 10), 0.1);
+    }
+
+    /// One weight `w` (starting at 1) and the plain SGD optimiser at learning rate 0.5.
+    fn one_weight() -> (nn::VarStore, Optimizer) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _w = vs.root().var("w", &[1], nn::Init::Const(1.0));
+        let sgd = optim::Algorithm::Sgd {
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
+        let opt = Optimizer::new(sgd, &vs, 0.5).unwrap();
+        (vs, opt)
+    }
+
+    fn weight(vs: &nn::VarStore) -> f64 {
+        vs.variables()["w"].double_value(&[0])
+    }
+
+    #[test]
+    fn the_loss_scaler_skips_an_overflowing_step_and_halves() {
+        let (vs, mut opt) = one_weight();
+        let mut stepper = Stepper::scaled(LossScale::default());
+        let w = vs.variables()["w"].shallow_clone();
+        // A gradient that overflows once scaled (as fp16's would): inf after the scale.
+        let loss = (&w * f64::MAX).sum(tch::Kind::Float);
+        assert!(
+            !stepper.step(&mut opt, &loss, true).unwrap(),
+            "the step is skipped"
+        );
+        assert_eq!(weight(&vs), 1.0, "a skipped step leaves the weights alone");
+        let s = stepper.loss_scale().unwrap();
+        assert_eq!((s.scale, s.good_steps), (32768.0, 0));
+        // A non-finite loss is skipped the same way, whatever its gradients.
+        let loss = (&w * 2.0).sum(tch::Kind::Float);
+        assert!(!stepper.step(&mut opt, &loss, false).unwrap());
+        assert_eq!(stepper.loss_scale().unwrap().scale, 16384.0);
+        // A good step is applied with the unscaled gradient: w ← 1 − 0.5 · 2.
+        assert!(stepper.step(&mut opt, &loss, true).unwrap());
+        assert!((weight(&vs) - 0.0).abs() < 1e-6, "{}", weight(&vs));
+        let s = stepper.loss_scale().unwrap();
+        assert_eq!((s.scale, s.good_steps), (16384.0, 1));
+    }
+
+    #[test]
+    fn the_loss_scale_grows_after_a_run_of_good_steps_and_never_drops_below_one() {
+        let (vs, mut opt) = one_weight();
+        let w = vs.variables()["w"].shallow_clone();
+        let mut stepper = Stepper::scaled(LossScale {
+            scale: 4.0,
+            good_steps: 999,
+        });
+        let loss = (&w * 0.0).sum(tch::Kind::Float);
+        assert!(stepper.step(&mut opt, &loss, true).unwrap());
+        let s = stepper.loss_scale().unwrap();
+        assert_eq!(
+            (s.scale, s.good_steps),
+            (8.0, 0),
+            "doubled after 1000 good steps"
+        );
+        let mut low = Stepper::scaled(LossScale {
+            scale: 1.0,
+            good_steps: 0,
+        });
+        assert!(!low.step(&mut opt, &loss, false).unwrap());
+        assert_eq!(low.loss_scale().unwrap().scale, 1.0);
+        // f32 and bf16 runs on CPU do not scale at all.
+        assert!(Stepper::new(Precision::Fp16, Device::Cpu)
+            .loss_scale()
+            .is_none());
     }
 
     #[test]
