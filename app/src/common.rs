@@ -52,8 +52,10 @@ pub fn init_tracing(global: &GlobalArgs) {
 /// The process's thread pools, set once before any work. A service answers one photo per
 /// request, so its detector products may use as many threads as the embedder; batch
 /// commands parallelise over photos and keep one thread per product.
-pub fn init_threads(global: &GlobalArgs, serves: bool) {
-    facepipe_model::set_threads(global.threads);
+pub fn init_threads(global: &GlobalArgs, runs_network: bool, serves: bool) {
+    if runs_network {
+        facepipe_model::set_threads(global.threads);
+    }
     let per_product = global
         .gemm_threads
         .or_else(|| serves.then(|| usize::try_from(tch::get_num_threads()).unwrap_or(1)));

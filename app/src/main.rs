@@ -47,8 +47,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_tracing(&cli.global);
+    // Only commands that run the embedding network start libtorch's thread pool.
+    let runs_network = !matches!(
+        cli.command,
+        Command::Faces(_) | Command::Prepare(_) | Command::Registry(_) | Command::Worker(_)
+    );
     let serves = matches!(cli.command, Command::Serve(_) | Command::Deploy(_));
-    common::init_threads(&cli.global, serves);
+    common::init_threads(&cli.global, runs_network, serves);
     let result = match cli.command {
         Command::Faces(a) => cmd::faces::run(&cli.global, a),
         Command::Compare(a) => cmd::compare::run(&cli.global, a),

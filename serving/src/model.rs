@@ -138,7 +138,8 @@ impl LoadedModel {
             .map_err(|e| model_error(e, cancel))
     }
 
-    /// The largest face of a photo with its embedding, stopping once `cancel` fires.
+    /// The largest face of a photo (enrolment photos show one person) with its embedding,
+    /// stopping once `cancel` fires.
     pub fn largest_face_within(
         &self,
         image: &RgbImage,
@@ -149,16 +150,12 @@ impl LoadedModel {
 
     /// Embeddings of aligned crops.
     pub fn embed(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
-        self.recognizer
-            .embed(crops)
-            .map_err(|e| model_error(e, &Cancel::never()))
+        Ok(self.recognizer.embed(crops)?)
     }
 
     /// The embedder's check on a grey crop (readiness checks after failures).
     pub fn self_check(&self) -> Result<()> {
-        self.recognizer
-            .self_check()
-            .map_err(|e| model_error(e, &Cancel::never()))
+        Ok(self.recognizer.self_check()?)
     }
 
     /// Make the next `n` calls to the embedder panic (the service's fault tests).

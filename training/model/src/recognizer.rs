@@ -188,20 +188,6 @@ impl Recognizer {
         })
     }
 
-    /// The largest face of a photo (enrolment photos show one person) with its embedding.
-    pub fn largest_face(&self, image: &RgbImage) -> Result<Option<(Face, Vec<f32>)>> {
-        self.largest_face_within(image, &NoDeadline)
-    }
-
-    /// [`Recognizer::largest_face`], stopping between stages once `deadline` has expired.
-    pub fn largest_face_within(
-        &self,
-        image: &RgbImage,
-        deadline: &dyn Deadline,
-    ) -> Result<Option<(Face, Vec<f32>)>> {
-        Ok(self.faces_capped(image, 1, deadline)?.faces.pop())
-    }
-
     /// Run the embedder once on a plain grey crop: `Ok` when it answers with finite
     /// numbers (readiness checks after failures).
     pub fn self_check(&self) -> Result<()> {
