@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Args;
 use facepipe_training::augment::AugmentConfig;
-use facepipe_training::data::{FaceSet, SplitConfig};
+use facepipe_training::data::{AugmentOn, FaceSet, SplitConfig};
 use facepipe_training::losses::LossKind;
 use facepipe_training::trainer::{
     self, sweep, Arch, Init, OptimizerKind, Phase, Precision, ProgressFn, RunOptions, TrainConfig,
@@ -122,6 +122,14 @@ pub struct TrainArgs {
     /// Start margin-head class centres at random instead of at each person's mean embedding.
     #[arg(long)]
     pub no_imprint: bool,
+    /// Threads that decode (and, on the host, augment) training batches (default: --threads,
+    /// else every core).
+    #[arg(long, value_name = "N")]
+    pub loader_workers: Option<usize>,
+    /// Where augmentation runs: host (loader threads) or device (batched tensor ops on the
+    /// training device). Default: device on CUDA, host on CPU.
+    #[arg(long, value_parser = str::parse::<AugmentOn>)]
+    pub augment_on: Option<AugmentOn>,
 }
 
 impl TrainArgs {
@@ -179,6 +187,8 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         progress: (!global.quiet).then(epoch_bars),
         stop_after: args.stop_after,
+        loader_workers: args.loader_workers.or(global.threads).map(|n| n.max(1)),
+        augment_on: args.augment_on,
     };
     eprintln!(
         "training {} ({:?} init, {:?} loss) on {:?} in {}",

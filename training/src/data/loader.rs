@@ -1,18 +1,69 @@
 //! Batches for training and evaluation: an epoch's sample order (shuffled, or identity
-//! balanced: P people × K images per batch), parallel decode + augmentation with rayon, and a
-//! background thread that keeps `prefetch` batches ready so the model never waits for data.
+//! balanced: P people × K images per batch), made by a pool of worker threads and served in
+//! order from a bounded queue of ready batches, so the model never waits for data while the
+//! workers keep up.
+//!
+//! Each worker makes whole batches (batch `k` is worker `k mod W`'s), in buffers it reuses:
+//! no fork-join per batch, no allocation per crop, nothing shared between workers but the
+//! read-only subset. Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
+//! the finished `f32` batch; on the device, it only decodes, and the `u8` crops are augmented
+//! on the training device after the copy. On CUDA the host tensors are pinned and copied
+//! without blocking. The pixels never depend on the worker count: every image's draw is
+//! seeded by (seed, epoch, sample).
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+use image::{ImageBuffer, Rgb};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rayon::prelude::*;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use super::decode::CropDecoder;
 use super::Subset;
-use crate::augment::{render, AugmentConfig, Draw, InputSpec};
+use crate::augment::{augment_batch, render, AugmentConfig, Draw, InputSpec};
 use crate::error::{Error, Result};
+
+/// Where a batch's augmentation and normalisation run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentOn {
+    /// Loader workers render finished batches on the CPU (CPU runs).
+    #[default]
+    Host,
+    /// Workers only decode; the batch is augmented as tensor ops on the training device
+    /// (CUDA runs: the CPU is left to decoding and the copy carries bytes, not floats).
+    Device,
+}
+
+impl AugmentOn {
+    /// Device augmentation on CUDA, host augmentation on the CPU.
+    pub fn for_device(device: Device) -> Self {
+        if device.is_cuda() {
+            Self::Device
+        } else {
+            Self::Host
+        }
+    }
+}
+
+impl std::str::FromStr for AugmentOn {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "host" | "cpu" => Ok(Self::Host),
+            "device" => Ok(Self::Device),
+            other => Err(format!(
+                "unknown augmentation place `{other}` (expected host or device)"
+            )),
+        }
+    }
+}
+
+/// Worker threads when none are asked for: every core this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 /// How batches are made.
 #[derive(Clone, Debug)]
@@ -28,10 +79,14 @@ pub struct LoaderConfig {
     /// Drop the last incomplete batch (training: keeps batch norm statistics sane).
     pub drop_last: bool,
     pub seed: u64,
-    /// Batches kept ready ahead of the consumer.
+    /// Batches kept ready ahead of the consumer (at least one per worker).
     pub prefetch: usize,
     /// Where batches go; CPU tensors are pinned first when this is CUDA.
     pub device: Device,
+    /// Threads making batches.
+    pub workers: usize,
+    /// Where augmentation and normalisation run.
+    pub augment_on: AugmentOn,
 }
 
 impl LoaderConfig {
@@ -47,6 +102,8 @@ impl LoaderConfig {
             seed: 0,
             prefetch: 2,
             device,
+            workers: default_workers(),
+            augment_on: AugmentOn::for_device(device),
         }
     }
 }
@@ -57,6 +114,28 @@ pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
     pub indices: Vec<usize>,
+}
+
+/// A batch as a worker leaves it, still on the host.
+struct HostBatch {
+    images: HostImages,
+    labels: Tensor,
+    indices: Vec<usize>,
+}
+
+enum HostImages {
+    /// Augmented and normalised: `N×3×S×S` f32.
+    Ready(Tensor),
+    /// Decoded only: `N×H×W×3` u8, with each image's draw, for [`augment_batch`].
+    Decoded { pixels: Tensor, draws: Vec<Draw> },
+}
+
+/// A worker's reusable buffers.
+#[derive(Default)]
+struct Scratch {
+    decoder: CropDecoder,
+    floats: Vec<f32>,
+    bytes: Vec<u8>,
 }
 
 /// Serves a [`Subset`] as batches.
@@ -78,6 +157,9 @@ impl Loader {
     pub fn new(subset: Subset, cfg: LoaderConfig) -> Result<Self> {
         if cfg.batch == 0 {
             return Err(Error::Invalid("batch size must be at least 1".into()));
+        }
+        if cfg.workers == 0 {
+            return Err(Error::Invalid("the loader needs at least 1 worker".into()));
         }
         if let Some(k) = cfg.balanced {
             if k == 0 || !cfg.batch.is_multiple_of(k) {
@@ -153,109 +235,198 @@ impl Loader {
         }
     }
 
-    /// Decode and augment the samples at `indices` into one CHW f32 buffer (CPU, rayon).
-    pub fn render_batch(&self, epoch: u64, indices: &[usize]) -> Result<Vec<f32>> {
-        let len = self.cfg.input.chw_len();
-        let mut buf = vec![0f32; indices.len() * len];
-        buf.par_chunks_mut(len)
-            .zip(indices.par_iter())
-            .try_for_each(|(out, &i)| -> Result<()> {
-                let item = &self.subset.items[i];
-                let img = image::load_from_memory(&item.jpeg)
-                    .map_err(|e| Error::Invalid(format!("crop {} does not decode: {e}", item.key)))?
-                    .to_rgb8();
-                let draw = match &self.cfg.augment {
-                    Some(cfg) => {
-                        let seed =
-                            mix(self.cfg.seed ^ mix(epoch.wrapping_mul(1_000_003) ^ i as u64));
-                        Draw::sample(cfg, &mut rand::rngs::StdRng::seed_from_u64(seed))
-                    }
-                    None => Draw::identity(),
-                };
-                render(&img, &self.cfg.input, &draw, out);
-                Ok(())
-            })?;
-        Ok(buf)
-    }
-
-    fn make_batch(&self, epoch: u64, indices: Vec<usize>) -> Result<Batch> {
-        let buf = self.render_batch(epoch, &indices)?;
-        let s = i64::from(self.cfg.input.size);
-        let n = indices.len() as i64;
-        let labels: Vec<i64> = indices.iter().map(|&i| self.subset.labels[i]).collect();
-        let mut images = Tensor::f_from_slice(&buf)?.f_view([n, 3, s, s])?;
-        let mut labels = Tensor::f_from_slice(&labels)?;
-        if self.cfg.device.is_cuda() {
-            // Pinned host memory lets the host→device copy run asynchronously.
-            images = images.pin_memory(self.cfg.device);
-            labels = labels.pin_memory(self.cfg.device);
+    /// The augmentation of sample `i` in `epoch` (identity without augmentation).
+    pub fn draw(&self, epoch: u64, i: usize) -> Draw {
+        match &self.cfg.augment {
+            Some(cfg) => {
+                let seed = mix(self.cfg.seed ^ mix(epoch.wrapping_mul(1_000_003) ^ i as u64));
+                Draw::sample(cfg, &mut rand::rngs::StdRng::seed_from_u64(seed))
+            }
+            None => Draw::identity(),
         }
-        Ok(Batch {
-            images,
-            labels,
-            indices,
-        })
     }
 
-    /// Start producing `epoch`'s batches on a background thread.
-    pub fn epoch(&self, epoch: u64) -> Prefetch {
-        let order = self.order(epoch);
+    /// The batches of `epoch` as lists of sample positions.
+    fn chunks(&self, epoch: u64) -> Vec<Vec<usize>> {
         let batch = self.cfg.batch;
+        let order = self.order(epoch);
         let mut chunks: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
         if self.cfg.drop_last && chunks.last().is_some_and(|c| c.len() < batch) {
             chunks.pop();
         }
-        let (tx, rx) = sync_channel(self.cfg.prefetch.max(1));
-        let me = self.clone();
-        let handle = std::thread::spawn(move || {
-            for chunk in chunks {
-                let b = me.make_batch(epoch, chunk);
-                let failed = b.is_err();
-                if tx.send(b).is_err() || failed {
-                    break;
+        chunks
+    }
+
+    /// Make one batch on the host (a worker's job).
+    fn host_batch(
+        &self,
+        epoch: u64,
+        indices: Vec<usize>,
+        scratch: &mut Scratch,
+    ) -> Result<HostBatch> {
+        let n = indices.len() as i64;
+        let images = match self.cfg.augment_on {
+            AugmentOn::Host => {
+                let len = self.cfg.input.chw_len();
+                let s = i64::from(self.cfg.input.size);
+                scratch.floats.resize(indices.len() * len, 0.0);
+                for (&i, out) in indices.iter().zip(scratch.floats.chunks_exact_mut(len)) {
+                    let item = &self.subset.items[i];
+                    let img = scratch.decoder.decode(&item.jpeg, &item.key)?;
+                    render(&img, &self.cfg.input, &self.draw(epoch, i), out);
+                }
+                HostImages::Ready(Tensor::f_from_slice(&scratch.floats)?.f_view([n, 3, s, s])?)
+            }
+            AugmentOn::Device => {
+                // One batch tensor needs one crop size: the first crop's (a prepared dataset
+                // has one size; an odd crop is resized to it).
+                let mut size = None;
+                scratch.bytes.clear();
+                for &i in &indices {
+                    let item = &self.subset.items[i];
+                    let img = scratch.decoder.decode(&item.jpeg, &item.key)?;
+                    let (w, h) = *size.get_or_insert(img.dimensions());
+                    if img.dimensions() == (w, h) {
+                        scratch.bytes.extend_from_slice(img.as_raw());
+                    } else {
+                        let fitted: ImageBuffer<Rgb<u8>, Vec<u8>> = image::imageops::resize(
+                            &img,
+                            w,
+                            h,
+                            image::imageops::FilterType::Triangle,
+                        );
+                        scratch.bytes.extend_from_slice(fitted.as_raw());
+                    }
+                }
+                let (w, h) = size.unwrap_or((1, 1));
+                HostImages::Decoded {
+                    pixels: Tensor::f_from_slice(&scratch.bytes)?.f_view([
+                        n,
+                        i64::from(h),
+                        i64::from(w),
+                        3,
+                    ])?,
+                    draws: indices.iter().map(|&i| self.draw(epoch, i)).collect(),
                 }
             }
-        });
+        };
+        let labels: Vec<i64> = indices.iter().map(|&i| self.subset.labels[i]).collect();
+        let mut batch = HostBatch {
+            images,
+            labels: Tensor::f_from_slice(&labels)?,
+            indices,
+        };
+        if self.cfg.device.is_cuda() {
+            // Pinned host memory lets the copy to the device run without blocking.
+            let device = self.cfg.device;
+            batch.images = match batch.images {
+                HostImages::Ready(t) => HostImages::Ready(t.pin_memory(device)),
+                HostImages::Decoded { pixels, draws } => HostImages::Decoded {
+                    pixels: pixels.pin_memory(device),
+                    draws,
+                },
+            };
+            batch.labels = batch.labels.pin_memory(device);
+        }
+        Ok(batch)
+    }
+
+    /// Start making `epoch`'s batches on the worker threads.
+    pub fn epoch(&self, epoch: u64) -> Prefetch {
+        let chunks = self.chunks(epoch);
+        let total = chunks.len();
+        let workers = self.cfg.workers.clamp(1, total.max(1));
+        // Queue depth per worker: the prefetch spread over the workers, at least one each.
+        let depth = self.cfg.prefetch.div_ceil(workers).max(1);
+        let mut own: Vec<Vec<Vec<usize>>> = vec![Vec::new(); workers];
+        for (k, c) in chunks.into_iter().enumerate() {
+            own[k % workers].push(c);
+        }
+        let mut rxs = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for mine in own {
+            let (tx, rx) = sync_channel(depth);
+            let me = self.clone();
+            handles.push(std::thread::spawn(move || me.work(epoch, mine, &tx)));
+            rxs.push(rx);
+        }
         Prefetch {
-            rx: Some(rx),
-            handle: Some(handle),
+            rxs,
+            handles,
+            next: 0,
+            total,
             device: self.cfg.device,
+            input: self.cfg.input.clone(),
+        }
+    }
+
+    /// A worker: make its batches in order until done, failed, or nobody is listening.
+    fn work(&self, epoch: u64, mine: Vec<Vec<usize>>, tx: &SyncSender<Result<HostBatch>>) {
+        let mut scratch = Scratch::default();
+        for chunk in mine {
+            let b = self.host_batch(epoch, chunk, &mut scratch);
+            let failed = b.is_err();
+            if tx.send(b).is_err() || failed {
+                break;
+            }
         }
     }
 }
 
-/// The batches of one epoch, produced ahead on a background thread; moved to the device as
-/// they are taken.
+/// The batches of one epoch, made ahead by the workers and taken in order; moved to the
+/// device (and augmented there, with [`AugmentOn::Device`]) as they are taken.
 pub struct Prefetch {
-    rx: Option<Receiver<Result<Batch>>>,
-    handle: Option<JoinHandle<()>>,
+    rxs: Vec<Receiver<Result<HostBatch>>>,
+    handles: Vec<JoinHandle<()>>,
+    next: usize,
+    total: usize,
     device: Device,
+    input: InputSpec,
+}
+
+impl Prefetch {
+    fn to_device(&self, b: HostBatch) -> Result<Batch> {
+        let on = self.device;
+        let moved = |t: Tensor, kind| {
+            if on == Device::Cpu {
+                t
+            } else {
+                t.to_device_(on, kind, true, false)
+            }
+        };
+        let images = match b.images {
+            HostImages::Ready(t) => moved(t, Kind::Float),
+            HostImages::Decoded { pixels, draws } => {
+                augment_batch(&moved(pixels, Kind::Uint8), &draws, &self.input)?
+            }
+        };
+        Ok(Batch {
+            images,
+            labels: moved(b.labels, Kind::Int64),
+            indices: b.indices,
+        })
+    }
 }
 
 impl Iterator for Prefetch {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.rx.as_ref()?.recv().ok()?;
-        Some(b.map(|mut b| {
-            if self.device != Device::Cpu {
-                b.images = b
-                    .images
-                    .to_device_(self.device, tch::Kind::Float, true, false);
-                b.labels = b
-                    .labels
-                    .to_device_(self.device, tch::Kind::Int64, true, false);
-            }
-            b
-        }))
+        if self.next >= self.total {
+            return None;
+        }
+        // Batch k is worker k mod W's, so taking them round-robin keeps the epoch's order.
+        let b = self.rxs[self.next % self.rxs.len()].recv().ok()?;
+        self.next += 1;
+        Some(b.and_then(|b| self.to_device(b)))
     }
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        // Closing the channel first makes the producer stop at its next send.
-        self.rx.take();
-        if let Some(h) = self.handle.take() {
+        // Closing the channels first makes every worker stop at its next send.
+        self.rxs.clear();
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }

@@ -5,9 +5,12 @@
 //!   shard with the pipeline's streaming `ShardReader`. Crops stay encoded (~6 KB each) and are
 //!   decoded again every epoch by the loader, in parallel, so memory stays small.
 //! - [`split`]: train / validation / test by identity.
-//! - [`loader`]: shuffled or identity-balanced order, rayon decode + augmentation, batches
-//!   prefetched on a background thread (pinned memory when training on CUDA).
+//! - [`loader`]: shuffled or identity-balanced order; worker threads that decode (and, for
+//!   CPU runs, augment) whole batches into a bounded queue; on CUDA, pinned batches copied
+//!   without blocking and augmented on the device.
+//! - [`decode`]: JPEG crops decoded into a buffer the worker reuses.
 
+pub mod decode;
 pub mod loader;
 pub mod split;
 
@@ -19,7 +22,7 @@ use facepipe_pipeline::dataset::{Manifest, Sample};
 
 use crate::error::{Error, Result};
 
-pub use loader::{Batch, Loader, LoaderConfig, Prefetch};
+pub use loader::{default_workers, AugmentOn, Batch, Loader, LoaderConfig, Prefetch};
 pub use split::{IdentitySplit, SplitConfig};
 
 /// One encoded aligned crop and who it is.

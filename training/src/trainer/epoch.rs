@@ -1,10 +1,11 @@
 //! One training epoch: the learning-rate schedule, the optimiser step (with fp16's loss
-//! scale) and [`run_epoch`], which takes an epoch's steps and returns its [`EpochLog`].
+//! scale), [`train_step`] and [`run_epoch`], which takes an epoch's steps and returns its
+//! [`EpochLog`].
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::model::{set_lrs, Model};
 use super::optim::{self, Optimizer};
@@ -12,7 +13,7 @@ use super::progress::{Phase, Reporter, TrainProgress};
 use super::validate::PairSummary;
 use super::{Precision, TrainConfig};
 use crate::autocast::Autocast;
-use crate::data::Loader;
+use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 
 /// One epoch's figures.
@@ -124,7 +125,8 @@ impl Stepper {
         };
         opt.zero_grad();
         (loss * s.scale).f_backward()?;
-        if !(finite && optim::grads_finite(opt)) {
+        // One read for the loss and every gradient (PyTorch's scaler reads once per step too).
+        if !(finite && optim::grads_finite(opt, &[loss])) {
             s.scale = (s.scale / 2.0).max(1.0);
             s.good_steps = 0;
             return Ok(false);
@@ -175,22 +177,127 @@ pub(crate) struct EpochRun<'a> {
     pub reporter: &'a Reporter,
 }
 
+/// A step's loss and batch accuracy, left where they were computed: reading them on the host
+/// would wait for the device to finish the step.
+pub struct StepOutput {
+    pub loss: Tensor,
+    pub accuracy: Tensor,
+    /// False when fp16's loss scale skipped the update.
+    pub applied: bool,
+}
+
+/// One training step on `batch`: forward (the backbone under `autocast`, the margin head in
+/// f32), loss, backward and update. The training loop and the step benchmark share it.
+pub fn train_step(
+    model: &Model,
+    opt: &mut Optimizer,
+    stepper: &mut Stepper,
+    autocast: Option<(Device, Kind)>,
+    batch: &Batch,
+) -> Result<StepOutput> {
+    let emb = {
+        // Only the backbone runs in reduced precision; the margin head's cosines need
+        // f32 (bf16 resolves cos θ near 1 only to about 0.004).
+        let _cast = autocast
+            .map(|(device, kind)| Autocast::new(device, kind))
+            .transpose()?;
+        model.net.forward_t(&batch.images, true)
+    };
+    let out = model.head.forward(&emb.to_kind(Kind::Float), &batch.labels);
+    let applied = stepper.step(opt, &out.loss, true)?;
+    Ok(StepOutput {
+        loss: out.loss.detach(),
+        accuracy: out.accuracy.detach(),
+        applied,
+    })
+}
+
+/// Steps between reads of the loss on CUDA (each read waits for the device); on the CPU
+/// every step's figures are read as it ends, which costs nothing.
+const CUDA_READ_EVERY: usize = 32;
+
+/// The figures of the steps not yet read from the device.
+#[derive(Default)]
+struct Window {
+    losses: Vec<Tensor>,
+    accuracies: Vec<Tensor>,
+}
+
+impl Window {
+    /// Read the pending figures in one transfer: `(loss, accuracy)` per step, in order.
+    fn read(&mut self) -> Result<Vec<(f64, f64)>> {
+        if self.losses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.losses.len();
+        let mut all: Vec<Tensor> = self
+            .losses
+            .drain(..)
+            .map(|t| t.to_kind(Kind::Float))
+            .collect();
+        all.extend(self.accuracies.drain(..).map(|t| t.to_kind(Kind::Float)));
+        let values = Vec::<f64>::try_from(
+            Tensor::f_stack(&all, 0)?
+                .f_to_kind(Kind::Double)?
+                .f_to(Device::Cpu)?,
+        )?;
+        Ok((0..n).map(|i| (values[i], values[n + i])).collect())
+    }
+}
+
 /// Train epoch `epoch` (0-based), advancing `global_step`; returns the epoch's log without
 /// validation. Fails with [`Error::Diverged`] when the loss stops being finite (f32, bf16)
-/// or [`Error::LossScaleExhausted`] when fp16 skipped every step.
+/// or [`Error::LossScaleExhausted`] when fp16 skipped every step. The loss stays on the
+/// device between reads (every step on the CPU, every [`CUDA_READ_EVERY`] on CUDA), so the
+/// host keeps queueing work instead of waiting for each step.
 pub(crate) fn run_epoch(
     run: &mut EpochRun<'_>,
     epoch: usize,
     global_step: &mut usize,
 ) -> Result<EpochLog> {
     let cfg = run.cfg;
-    let autocast = cfg.precision.autocast_kind(run.device);
+    let autocast = cfg
+        .precision
+        .autocast_kind(run.device)
+        .map(|k| (run.device, k));
+    let read_every = if run.device.is_cuda() {
+        CUDA_READ_EVERY
+    } else {
+        1
+    };
     run.reporter
         .send(run.reporter.at(Phase::EpochStart, epoch + 1));
     let started = Instant::now();
     let (mut loss_sum, mut acc_sum, mut steps, mut images) = (0f64, 0f64, 0usize, 0usize);
     // fp16 steps whose loss overflowed are skipped; they stay out of the epoch's means.
     let mut finite_steps = 0usize;
+    let mut last: Option<(f64, f64)> = None;
+    let mut window = Window::default();
+    let scaled = run.stepper.loss_scale().is_some();
+    // Fold the pending figures into the epoch's sums; a non-finite loss without a loss
+    // scale is divergence, reported at the step it happened.
+    let mut settle =
+        |window: &mut Window, steps: usize, last: &mut Option<(f64, f64)>| -> Result<()> {
+            let read = window.read()?;
+            let first = steps - read.len();
+            for (k, (loss, acc)) in read.into_iter().enumerate() {
+                tracing::debug!(epoch = epoch + 1, step = first + k + 1, loss, acc, "step");
+                if !loss.is_finite() && !scaled {
+                    return Err(Error::Diverged {
+                        epoch: epoch + 1,
+                        step: first + k,
+                        loss,
+                    });
+                }
+                if loss.is_finite() && acc.is_finite() {
+                    finite_steps += 1;
+                    loss_sum += loss;
+                    acc_sum += acc;
+                    *last = Some((loss, acc));
+                }
+            }
+            Ok(())
+        };
     let mut lr = cfg.lr;
     for batch in run
         .loader
@@ -200,53 +307,33 @@ pub(crate) fn run_epoch(
         let batch = batch?;
         lr = schedule(cfg.lr, *global_step, run.plan.warmup, run.plan.total);
         set_lrs(run.opt, cfg, lr);
-        let emb = {
-            // Only the backbone runs in reduced precision; the margin head's cosines need
-            // f32 (bf16 resolves cos θ near 1 only to about 0.004).
-            let _cast = autocast.map(|k| Autocast::new(run.device, k)).transpose()?;
-            run.model.net.forward_t(&batch.images, true)
-        };
-        let out = run
-            .model
-            .head
-            .forward(&emb.to_kind(Kind::Float), &batch.labels);
-        let loss = out.loss.double_value(&[]);
-        if !loss.is_finite() && run.stepper.loss_scale().is_none() {
-            return Err(Error::Diverged {
-                epoch: epoch + 1,
-                step: steps,
-                loss,
-            });
-        }
-        run.stepper.step(run.opt, &out.loss, loss.is_finite())?;
-        let acc = out.accuracy.double_value(&[]);
+        let out = train_step(run.model, run.opt, run.stepper, autocast, &batch)?;
+        window.losses.push(out.loss);
+        window.accuracies.push(out.accuracy);
         steps += 1;
         *global_step += 1;
         images += batch.indices.len();
-        if loss.is_finite() && acc.is_finite() {
-            finite_steps += 1;
-            loss_sum += loss;
-            acc_sum += acc;
+        if window.losses.len() >= read_every {
+            settle(&mut window, steps, &mut last)?;
         }
         let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
         run.reporter.send(TrainProgress {
             step: steps,
-            loss: Some(loss),
-            accuracy: Some(acc),
+            loss: last.map(|l| l.0),
+            accuracy: last.map(|l| l.1),
             lr,
             images_per_s: rate,
             ..run.reporter.at(Phase::Step, epoch + 1)
         });
-        tracing::debug!(
+        tracing::trace!(
             epoch = epoch + 1,
             step = steps,
-            loss,
-            acc,
             lr,
             img_per_s = rate,
             "step"
         );
     }
+    settle(&mut window, steps, &mut last)?;
     let seconds = started.elapsed().as_secs_f64();
     if finite_steps == 0 {
         return Err(Error::LossScaleExhausted {

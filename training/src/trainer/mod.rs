@@ -34,13 +34,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::data::{FaceSet, IdentitySplit, Loader, LoaderConfig};
+use crate::data::{default_workers, AugmentOn, FaceSet, IdentitySplit, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 
 pub use checkpoint::{Checkpoint, TrainState, CHECKPOINT_DIR};
 pub use config::{Arch, Init, OptimizerKind, Precision, TrainConfig};
 pub use early_stop::{EarlyStop, Verdict};
-pub use epoch::{schedule, EpochLog, LossScale, Stepper};
+pub use epoch::{schedule, train_step, EpochLog, LossScale, StepOutput, Stepper};
 pub use model::{build_model, build_optimizer, set_lrs, Model};
 pub use optim::{Algorithm, Optimizer};
 pub use progress::{Phase, ProgressFn, TrainProgress};
@@ -62,6 +62,10 @@ pub struct RunOptions {
     /// Stop once this many epochs are complete, leaving a checkpoint that resuming
     /// continues exactly (a run split over several sessions; `None`: run to the end).
     pub stop_after: Option<usize>,
+    /// Loader worker threads (`None`: every core this process may use).
+    pub loader_workers: Option<usize>,
+    /// Where augmentation runs (`None`: on the device for CUDA runs, on the host for CPU).
+    pub augment_on: Option<AugmentOn>,
 }
 
 impl RunOptions {
@@ -73,6 +77,8 @@ impl RunOptions {
             resume: false,
             progress: None,
             stop_after: None,
+            loader_workers: None,
+            augment_on: None,
         }
     }
 }
@@ -85,6 +91,8 @@ impl std::fmt::Debug for RunOptions {
             .field("resume", &self.resume)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .field("stop_after", &self.stop_after)
+            .field("loader_workers", &self.loader_workers)
+            .field("augment_on", &self.augment_on)
             .finish()
     }
 }
@@ -172,6 +180,10 @@ pub fn train_on(
             seed: cfg.seed,
             prefetch: 4,
             device: opts.device,
+            workers: opts.loader_workers.unwrap_or_else(default_workers),
+            augment_on: opts
+                .augment_on
+                .unwrap_or_else(|| AugmentOn::for_device(opts.device)),
         },
     )?;
     let plan = StepPlan::new(cfg, loader.batches_per_epoch());

@@ -333,17 +333,23 @@ fn adamw_update(
     Ok(())
 }
 
-/// Gradients of every variable are finite (or absent).
-pub fn grads_finite(opt: &Optimizer) -> bool {
+/// Gradients of every variable are finite (or absent), and so is each of `also` (the loss):
+/// one read from the device for all of them, not one per variable.
+pub fn grads_finite(opt: &Optimizer, also: &[&Tensor]) -> bool {
     tch::no_grad(|| {
-        opt.variables().all(|v| {
-            let g = v.grad();
-            !g.defined()
-                || g.isfinite()
-                    .all()
-                    .f_int64_value(&[])
-                    .is_ok_and(|all| all != 0)
-        })
+        let mut checks: Vec<Tensor> = opt
+            .variables()
+            .map(Tensor::grad)
+            .filter(Tensor::defined)
+            .map(|g| g.isfinite().all())
+            .collect();
+        checks.extend(also.iter().map(|t| t.isfinite().all()));
+        if checks.is_empty() {
+            return true;
+        }
+        Tensor::f_stack(&checks, 0)
+            .and_then(|t| t.all().f_int64_value(&[]))
+            .is_ok_and(|all| all != 0)
     })
 }
 

@@ -1,126 +1,23 @@
-//! Training-time augmentation and input normalisation of aligned face crops.
-//!
-//! One pass per image: an inverse affine map (flip, scale and translation jitter, resize to the
-//! network's input size) sampled bilinearly, then colour jitter (brightness, contrast,
-//! saturation), optional greyscale, and the per-channel normalisation the architecture wants.
-//! The output is a CHW `f32` buffer ready to be stacked into an `N×3×H×W` batch. Everything
-//! is driven by a caller-provided RNG so a (seed, epoch, sample) triple always gives the
-//! same pixels, whichever rayon thread runs it.
+//! The CPU path: one image at a time, in one pass over its output pixels.
 
-use image::RgbImage;
+use std::ops::Deref;
+
+use image::{ImageBuffer, Rgb, RgbImage};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-pub use facepipe_model::InputSpec;
-
-/// Random augmentations and their strengths. `AugmentConfig::none()` leaves the crop as is
-/// (only resized and normalised): that is what validation and evaluation use.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AugmentConfig {
-    /// Probability of a horizontal flip.
-    pub flip: f32,
-    /// Zoom factor drawn uniformly in `[1 − scale, 1 + scale]`.
-    pub scale: f32,
-    /// Shift drawn uniformly in `[−translate, translate]` of the side, per axis.
-    pub translate: f32,
-    /// Brightness factor drawn in `[1 − b, 1 + b]`.
-    pub brightness: f32,
-    /// Contrast factor drawn in `[1 − c, 1 + c]` (blend with the mean grey level).
-    pub contrast: f32,
-    /// Saturation factor drawn in `[1 − s, 1 + s]` (blend with the pixel's grey level).
-    pub saturation: f32,
-    /// Probability of turning the image grey.
-    pub greyscale: f32,
-}
-
-impl Default for AugmentConfig {
-    fn default() -> Self {
-        Self {
-            flip: 0.5,
-            scale: 0.08,
-            translate: 0.06,
-            brightness: 0.25,
-            contrast: 0.25,
-            saturation: 0.25,
-            greyscale: 0.1,
-        }
-    }
-}
-
-impl AugmentConfig {
-    /// No augmentation at all.
-    pub fn none() -> Self {
-        Self {
-            flip: 0.0,
-            scale: 0.0,
-            translate: 0.0,
-            brightness: 0.0,
-            contrast: 0.0,
-            saturation: 0.0,
-            greyscale: 0.0,
-        }
-    }
-}
-
-/// The random draws for one image, kept apart so tests can pin them.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Draw {
-    pub flip: bool,
-    pub zoom: f32,
-    pub shift: (f32, f32),
-    pub brightness: f32,
-    pub contrast: f32,
-    pub saturation: f32,
-    pub grey: bool,
-}
-
-impl Draw {
-    /// The identity draw (no change).
-    pub fn identity() -> Self {
-        Self {
-            flip: false,
-            zoom: 1.0,
-            shift: (0.0, 0.0),
-            brightness: 1.0,
-            contrast: 1.0,
-            saturation: 1.0,
-            grey: false,
-        }
-    }
-
-    /// Draw every parameter from `cfg` with `rng`.
-    pub fn sample<R: Rng + ?Sized>(cfg: &AugmentConfig, rng: &mut R) -> Self {
-        let mut sym = |r: f32| {
-            if r > 0.0 {
-                rng.random_range(-r..=r)
-            } else {
-                0.0
-            }
-        };
-        let zoom = 1.0 + sym(cfg.scale);
-        let shift = (sym(cfg.translate), sym(cfg.translate));
-        let brightness = 1.0 + sym(cfg.brightness);
-        let contrast = 1.0 + sym(cfg.contrast);
-        let saturation = 1.0 + sym(cfg.saturation);
-        let flip = cfg.flip > 0.0 && rng.random::<f32>() < cfg.flip;
-        let grey = cfg.greyscale > 0.0 && rng.random::<f32>() < cfg.greyscale;
-        Self {
-            flip,
-            zoom,
-            shift,
-            brightness,
-            contrast,
-            saturation,
-            grey,
-        }
-    }
-}
+use super::{AugmentConfig, Draw, InputSpec};
 
 /// Write `src` augmented by `draw` and normalised by `spec` into `out` (CHW, `spec.chw_len()`).
+/// `src` may borrow its pixels (a loader worker's reused decode buffer).
 ///
 /// # Panics
 /// If `out.len() != spec.chw_len()` (a programming error, not an input error).
-pub fn render(src: &RgbImage, spec: &InputSpec, draw: &Draw, out: &mut [f32]) {
+pub fn render<C: Deref<Target = [u8]>>(
+    src: &ImageBuffer<Rgb<u8>, C>,
+    spec: &InputSpec,
+    draw: &Draw,
+    out: &mut [f32],
+) {
     assert_eq!(out.len(), spec.chw_len(), "output buffer size");
     let s = spec.size as usize;
     let plane = s * s;
@@ -135,7 +32,7 @@ pub fn render(src: &RgbImage, spec: &InputSpec, draw: &Draw, out: &mut [f32]) {
     let cx = sw / 2.0 - draw.shift.0 * sw;
     let cy = sh / 2.0 - draw.shift.1 * sh;
     let half = s as f32 / 2.0;
-    let raw = src.as_raw();
+    let raw: &[u8] = src.as_raw();
     let w = src.width() as usize;
     let (max_x, max_y) = (sw - 1.0, sh - 1.0);
     let mut sum_grey = 0.0f64;
@@ -199,7 +96,6 @@ pub fn augment<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
@@ -262,13 +158,5 @@ mod tests {
             assert_eq!(out[i], out[plane + i]);
             assert_eq!(out[i], out[2 * plane + i]);
         }
-    }
-
-    #[test]
-    fn seeded_draws_repeat() {
-        let cfg = AugmentConfig::default();
-        let a = Draw::sample(&cfg, &mut rand::rngs::StdRng::seed_from_u64(7));
-        let b = Draw::sample(&cfg, &mut rand::rngs::StdRng::seed_from_u64(7));
-        assert_eq!(a, b);
     }
 }
