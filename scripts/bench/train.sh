@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Training benchmarks.
-#   scripts/bench/train.sh loader   decode+augment img/s on 1 core and all cores, projected to
-#                                   16 cores -> bench/results/loader.json   (CPU, any machine)
+#   scripts/bench/train.sh loader   img/s of JPEG decode, decode+augment, the real loader (host
+#                                   and device augmentation) and the former loader, measured at
+#                                   1, 2 and all cores -> bench/results/loader.json   (CPU)
+#   scripts/bench/train.sh step     the CPU training loop at 1 and 2 threads: loader alone, no-op
+#                                   step, model step alone and full step, and which one bounds
+#                                   the run -> bench/results/train_step.json
 #   scripts/bench/train.sh gpu [bf16|fp16|f32]
 #                                   img/s of a training step at batch 256 (default bf16 autocast
 #                                   on the backbone, head in f32; fp16 adds loss scaling) for
@@ -51,6 +55,9 @@ case "$mode" in
   loader)
     "$ex/loader_bench" bench/results/loader.json
     ;;
+  step)
+    "$ex/step_bench" bench/results/train_step.json
+    ;;
   gpu|cpu)
     if [ "$mode" = gpu ]; then batch=256; steps=20; prec="${2:-bf16}"; else batch=32; steps=3; prec=f32; fi
     out="bench/results/train_$mode.json"
@@ -66,7 +73,7 @@ case "$mode" in
     echo "wrote $out"
     ;;
   *)
-    echo "usage: $0 loader|gpu|cpu" >&2
+    echo "usage: $0 loader|step|gpu|cpu" >&2
     exit 2
     ;;
 esac

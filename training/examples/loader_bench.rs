@@ -4,14 +4,16 @@
 //!
 //! - `decode`: JPEG decode alone, each thread decoding its own share into its own buffer;
 //! - `decode+augment`: decode, then augmentation and normalisation on the host, at 112 px
-//!   (MobileFaceNet) and 150 px (ResNet), the same way — the capacity the threads have;
+//!   (MobileFaceNet) and 150 px (ResNet), the same way — the capacity the threads have —
+//!   each image into one cache-resident buffer, and (`into a batch`) into its place in a
+//!   batch-sized buffer, which adds the output's memory traffic that any batch must pay;
 //! - `loader host`: the real [`Loader`] at batch 64, its workers augmenting on the host;
 //! - `loader device`: the real loader with augmentation as batched tensor ops after the
 //!   batch is made (on this CPU here; on CUDA it runs on the GPU);
 //! - `baseline`: the loader's former recipe (an allocation per decoded crop, a rayon
 //!   fork-join per batch) in the same run.
 //!
-//! Each figure is the median of 5 repetitions of 4 epochs. The goals it checks: the loader at
+//! Each figure is the median of 7 repetitions of 4 epochs, the variants interleaved. The goals it checks: the loader at
 //! 2 workers ≥ 1.8× its 1-worker rate, and ≥ 0.9× of decode+augment summed over the threads.
 //!
 //! ```text
@@ -29,7 +31,7 @@ use facepipe_training::data::{AugmentOn, FaceItem, FaceSet, Loader, LoaderConfig
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-const REPS: usize = 5;
+const REPS: usize = 7;
 const EPOCHS_PER_REP: u64 = 4;
 const BATCH: usize = 64;
 
@@ -38,83 +40,68 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median img/s of `work(thread, share)` on `threads` threads, each with its own share of the
+/// One image's work for a capacity measurement: decoder, output buffer, index, item.
+type Work = dyn Fn(&mut CropDecoder, &mut Vec<f32>, usize, &FaceItem) + Sync;
+
+/// Img/s of `work(thread, share)` on `threads` threads, each with its own share of the
 /// items (every item `EPOCHS_PER_REP` times).
-fn capacity(
-    items: &[FaceItem],
-    threads: usize,
-    work: &(dyn Fn(&mut CropDecoder, &mut Vec<f32>, usize, &FaceItem) + Sync),
-) -> f64 {
+fn capacity(items: &[FaceItem], threads: usize, work: &Work) -> f64 {
     let n = items.len() * EPOCHS_PER_REP as usize;
-    let rates = (0..REPS)
-        .map(|_| {
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for k in 0..threads {
-                    s.spawn(move || {
-                        let mut decoder = CropDecoder::default();
-                        let mut buf = Vec::new();
-                        for i in (k..n).step_by(threads) {
-                            work(&mut decoder, &mut buf, i, &items[i % items.len()]);
-                        }
-                    });
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for k in 0..threads {
+            s.spawn(move || {
+                let mut decoder = CropDecoder::default();
+                let mut buf = Vec::new();
+                for i in (k..n).step_by(threads) {
+                    work(&mut decoder, &mut buf, i, &items[i % items.len()]);
                 }
             });
-            n as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(rates)
-}
-
-/// Median img/s of the real loader over `EPOCHS_PER_REP` epochs.
-fn loader_rate(loader: &Loader) -> anyhow::Result<f64> {
-    let mut rates = Vec::new();
-    for rep in 0..REPS as u64 {
-        let t = Instant::now();
-        let mut count = 0;
-        for e in 0..EPOCHS_PER_REP {
-            for b in loader.epoch(rep * EPOCHS_PER_REP + e) {
-                let b = b?;
-                std::hint::black_box(&b.images);
-                count += b.indices.len();
-            }
         }
-        rates.push(count as f64 / t.elapsed().as_secs_f64());
-    }
-    Ok(median(rates))
+    });
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// The former loader's batch: a rayon fork-join, a fresh image per crop, one tensor.
+/// Img/s of the real loader over `EPOCHS_PER_REP` epochs (repetition `rep`'s).
+fn loader_rate(loader: &Loader, rep: u64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut count = 0;
+    for e in 0..EPOCHS_PER_REP {
+        for b in loader.epoch(rep * EPOCHS_PER_REP + e) {
+            let b = b?;
+            std::hint::black_box(&b.images);
+            count += b.indices.len();
+        }
+    }
+    Ok(count as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Img/s of the former loader's recipe: a rayon fork-join per batch, a fresh image per crop.
 fn baseline_rate(items: &[FaceItem], pool: &rayon::ThreadPool, spec: &InputSpec) -> f64 {
     let aug = AugmentConfig::default();
     let len = spec.chw_len();
     let s = i64::from(spec.size);
-    let rates = (0..REPS)
-        .map(|_| {
-            let t = Instant::now();
-            let mut count = 0;
-            for _ in 0..EPOCHS_PER_REP {
-                for chunk in items.chunks(BATCH) {
-                    let mut buf = vec![0f32; chunk.len() * len];
-                    pool.install(|| {
-                        buf.par_chunks_mut(len)
-                            .zip(chunk.par_iter().enumerate())
-                            .for_each(|(out, (i, item))| {
-                                if let Ok(img) = image::load_from_memory(&item.jpeg) {
-                                    let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
-                                    render(&img.to_rgb8(), spec, &Draw::sample(&aug, &mut rng), out);
-                                }
-                            });
+    let t = Instant::now();
+    let mut count = 0;
+    for _ in 0..EPOCHS_PER_REP {
+        for chunk in items.chunks(BATCH) {
+            let mut buf = vec![0f32; chunk.len() * len];
+            pool.install(|| {
+                buf.par_chunks_mut(len)
+                    .zip(chunk.par_iter().enumerate())
+                    .for_each(|(out, (i, item))| {
+                        if let Ok(img) = image::load_from_memory(&item.jpeg) {
+                            let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+                            render(&img.to_rgb8(), spec, &Draw::sample(&aug, &mut rng), out);
+                        }
                     });
-                    let t = tch::Tensor::from_slice(&buf).view([chunk.len() as i64, 3, s, s]);
-                    std::hint::black_box(&t);
-                    count += chunk.len();
-                }
-            }
-            count as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(rates)
+            });
+            let t = tch::Tensor::from_slice(&buf).view([chunk.len() as i64, 3, s, s]);
+            std::hint::black_box(&t);
+            count += chunk.len();
+        }
+    }
+    count as f64 / t.elapsed().as_secs_f64()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,12 +117,16 @@ fn main() -> anyhow::Result<()> {
     let decode = |d: &mut CropDecoder, _: &mut Vec<f32>, _: usize, item: &FaceItem| {
         std::hint::black_box(d.decode(&item.jpeg, &item.key).is_ok());
     };
-    let augment = |spec: InputSpec| {
+    // `slots` images per buffer: 1 keeps the output in cache; BATCH writes each image into
+    // its place in a batch-sized buffer, as a loader must (the output's memory traffic).
+    let augment = |spec: InputSpec, slots: usize| {
         move |d: &mut CropDecoder, buf: &mut Vec<f32>, i: usize, item: &FaceItem| {
             if let Ok(img) = d.decode(&item.jpeg, &item.key) {
                 let draw = Draw::sample(&aug, &mut rand::rngs::StdRng::seed_from_u64(i as u64));
-                buf.resize(spec.chw_len(), 0.0);
-                render(&img, &spec, &draw, buf);
+                let len = spec.chw_len();
+                buf.resize(slots * len, 0.0);
+                let slot = i % slots;
+                render(&img, &spec, &draw, &mut buf[slot * len..(slot + 1) * len]);
                 std::hint::black_box(&buf);
             }
         }
@@ -153,14 +144,17 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         let mut row = serde_json::Map::new();
         row.insert("threads".into(), threads.into());
-        row.insert("decode".into(), capacity(items, threads, &decode).into());
-        let mut line = format!("{threads:>2} thread(s): decode {:>6.0}", row["decode"]);
+        let decoded = median(
+            (0..REPS)
+                .map(|_| capacity(items, threads, &decode))
+                .collect(),
+        );
+        row.insert("decode".into(), decoded.into());
+        let mut line = format!("{threads:>2} thread(s): decode {decoded:>6.0}");
         for spec in [InputSpec::mobilefacenet(), InputSpec::pretrained_resnet()] {
             let px = spec.size;
-            let cap = capacity(items, threads, &augment(spec.clone()));
-            let mut loaders = serde_json::Map::new();
-            for on in [AugmentOn::Host, AugmentOn::Device] {
-                let loader = Loader::new(
+            let loader = |on| {
+                Loader::new(
                     subset.clone(),
                     LoaderConfig {
                         augment: Some(aug),
@@ -170,23 +164,35 @@ fn main() -> anyhow::Result<()> {
                         prefetch: 2 * threads,
                         ..LoaderConfig::eval(BATCH, spec.clone(), tch::Device::Cpu)
                     },
-                )?;
-                loaders.insert(format!("{on:?}").to_lowercase(), loader_rate(&loader)?.into());
+                )
+            };
+            let (on_host, on_device) = (loader(AugmentOn::Host)?, loader(AugmentOn::Device)?);
+            let (in_cache, in_batch) = (augment(spec.clone(), 1), augment(spec.clone(), BATCH));
+            // Each repetition measures every variant once, so a noisy neighbour on a shared
+            // machine costs them all alike.
+            let mut samples: [Vec<f64>; 5] = Default::default();
+            for rep in 0..REPS as u64 {
+                samples[0].push(capacity(items, threads, &in_cache));
+                samples[1].push(capacity(items, threads, &in_batch));
+                samples[2].push(loader_rate(&on_host, rep)?);
+                samples[3].push(loader_rate(&on_device, rep)?);
+                samples[4].push(baseline_rate(items, &pool, &spec));
             }
-            let base = baseline_rate(items, &pool, &spec);
+            let [cap, cap_batch, host, device, base] = samples.map(median);
             line += &format!(
-                " | {px} px: decode+augment {cap:>6.0}, loader host {:>6.0}, device {:>6.0}, baseline {base:>6.0}",
-                loaders["host"], loaders["device"]
+                " | {px} px: decode+augment {cap:>6.0} (into a batch {cap_batch:>6.0}), loader host {host:>6.0}, device {device:>6.0}, baseline {base:>6.0}"
             );
             row.insert(
                 format!("{px}px"),
                 serde_json::json!({
                     "decode_augment": cap,
-                    "loader_host": loaders["host"],
-                    "loader_device": loaders["device"],
+                    "decode_augment_into_batch_buffer": cap_batch,
+                    "loader_host_over_decode_augment_into_batch_buffer": host / cap_batch,
+                    "loader_host": host,
+                    "loader_device": device,
                     "baseline_rayon_alloc_loader": base,
-                    "loader_host_over_decode_augment": loaders["host"].as_f64().unwrap_or(0.0) / cap,
-                    "loader_host_over_baseline": loaders["host"].as_f64().unwrap_or(0.0) / base,
+                    "loader_host_over_decode_augment": host / cap,
+                    "loader_host_over_baseline": host / base,
                 }),
             );
         }

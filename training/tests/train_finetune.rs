@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use facepipe_model::{DistanceKind, Embedder, InputSpec};
-use facepipe_training::data::{FaceSet, IdentitySplit, Loader, LoaderConfig, SplitConfig};
+use facepipe_training::data::{
+    AugmentOn, FaceSet, IdentitySplit, Loader, LoaderConfig, SplitConfig,
+};
 use facepipe_training::trainer::{self, sweep, Arch, Init, OptimizerKind, RunOptions, TrainConfig};
 use facepipe_training::Error;
 
@@ -234,6 +236,35 @@ fn identity_split_and_loader_batches() {
     assert!(batches[0].images.equal(&again[0].images));
     let next: Vec<_> = loader.epoch(1).map(|b| b.unwrap()).collect();
     assert!(!batches[0].images.equal(&next[0].images));
+
+    // The pixels never depend on how many workers make them, and augmenting the decoded
+    // batch as tensor ops (the CUDA path, here on the CPU) gives the host's pixels.
+    for (workers, augment_on, tolerance) in [
+        (1, AugmentOn::Host, 0.0),
+        (3, AugmentOn::Host, 0.0),
+        (2, AugmentOn::Device, 1e-3),
+    ] {
+        let other = Loader::new(
+            loader.subset().clone(),
+            LoaderConfig {
+                workers,
+                augment_on,
+                ..loader.config().clone()
+            },
+        )
+        .unwrap();
+        let made: Vec<_> = other.epoch(0).map(|b| b.unwrap()).collect();
+        assert_eq!(made.len(), batches.len());
+        for (a, b) in batches.iter().zip(&made) {
+            assert_eq!(a.indices, b.indices);
+            assert!(a.labels.equal(&b.labels));
+            let worst = (&a.images - &b.images).abs().max().double_value(&[]);
+            assert!(
+                worst <= tolerance,
+                "{workers} workers, {augment_on:?}: differs by {worst}"
+            );
+        }
+    }
 }
 
 /// A small from-scratch run: MobileFaceNet on 6 ORL people (2 for validation), 2 steps an

@@ -35,47 +35,59 @@ pub fn render<C: Deref<Target = [u8]>>(
     let raw: &[u8] = src.as_raw();
     let w = src.width() as usize;
     let (max_x, max_y) = (sw - 1.0, sh - 1.0);
+    // Every row samples the same columns: their source positions and weights, once per image.
+    let columns: Vec<(usize, usize, f32)> = (0..s)
+        .map(|u| {
+            let uu = if draw.flip { s - 1 - u } else { u };
+            let x = (cx + (uu as f32 + 0.5 - half) * step_x - 0.5).clamp(0.0, max_x);
+            let x0 = x as usize; // x ≥ 0, so truncation is floor
+            let x1 = (x0 + 1).min(max_x as usize);
+            (x0 * 3, x1 * 3, x - x0 as f32)
+        })
+        .collect();
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
     let mut sum_grey = 0.0f64;
     for v in 0..s {
         let y = (cy + (v as f32 + 0.5 - half) * step_y - 0.5).clamp(0.0, max_y);
-        let y0 = y.floor() as usize;
+        let y0 = y as usize;
         let y1 = (y0 + 1).min(max_y as usize);
         let fy = y - y0 as f32;
-        for u in 0..s {
-            let uu = if draw.flip { s - 1 - u } else { u };
-            let x = (cx + (uu as f32 + 0.5 - half) * step_x - 0.5).clamp(0.0, max_x);
-            let x0 = x.floor() as usize;
-            let x1 = (x0 + 1).min(max_x as usize);
-            let fx = x - x0 as f32;
+        let top_row = &raw[y0 * w * 3..(y0 + 1) * w * 3];
+        let bot_row = &raw[y1 * w * 3..(y1 + 1) * w * 3];
+        let row = v * s..(v + 1) * s;
+        let mut row_grey = 0.0f32;
+        for ((&(x0, x1, fx), r), (g, b)) in columns
+            .iter()
+            .zip(&mut r_plane[row.clone()])
+            .zip(g_plane[row.clone()].iter_mut().zip(&mut b_plane[row]))
+        {
             let mut px = [0f32; 3];
             for (c, p) in px.iter_mut().enumerate() {
-                let a = raw[(y0 * w + x0) * 3 + c] as f32;
-                let b = raw[(y0 * w + x1) * 3 + c] as f32;
-                let d = raw[(y1 * w + x0) * 3 + c] as f32;
-                let e = raw[(y1 * w + x1) * 3 + c] as f32;
+                let a = f32::from(top_row[x0 + c]);
+                let b = f32::from(top_row[x1 + c]);
+                let d = f32::from(bot_row[x0 + c]);
+                let e = f32::from(bot_row[x1 + c]);
                 let top = a + (b - a) * fx;
                 let bot = d + (e - d) * fx;
                 *p = (top + (bot - top) * fy) * draw.brightness;
             }
             let grey = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
-            sum_grey += grey as f64;
-            let i = v * s + u;
-            for (c, p) in px.iter().enumerate() {
-                out[c * plane + i] = if draw.grey {
-                    grey
-                } else {
-                    grey + (p - grey) * draw.saturation
-                };
-            }
+            row_grey += grey;
+            let sat = if draw.grey { 0.0 } else { draw.saturation };
+            *r = grey + (px[0] - grey) * sat;
+            *g = grey + (px[1] - grey) * sat;
+            *b = grey + (px[2] - grey) * sat;
         }
+        sum_grey += f64::from(row_grey);
     }
     // Contrast blends towards the image's mean grey level; then clamp and normalise.
     let mean = (sum_grey / plane as f64) as f32;
-    for c in 0..3 {
-        let (m, sd) = (spec.mean[c], spec.std[c]);
-        for x in &mut out[c * plane..(c + 1) * plane] {
+    for (c, channel) in out.chunks_exact_mut(plane).enumerate() {
+        let (m, inv_sd) = (spec.mean[c], 1.0 / spec.std[c]);
+        for x in channel {
             let val = (mean + (*x - mean) * draw.contrast).clamp(0.0, 255.0);
-            *x = (val - m) / sd;
+            *x = (val - m) * inv_sd;
         }
     }
 }
