@@ -1,7 +1,6 @@
 //! Training end to end on real faces (ORL people written as a prepared dataset): a short
 //! fine-tuning run writes a loadable artifact with metrics and a calibrated threshold, keeps
-//! validation AUC within 0.03 of the pretrained start, and
-//! lowers its loss; a checkpoint resumes at the saved epoch, and a run stopped and resumed
+//! validation AUC within 0.03 of the pretrained start, and lowers its loss; a checkpoint resumes at the saved epoch, and a run stopped and resumed
 //! ends with the same weights as one that never stopped (optimiser state included); a sweep
 //! runs every grid point and keeps the best by validation score; splits never share a person.
 
@@ -42,21 +41,20 @@ fn cpu() -> RunOptions {
 
 /// Validation AUC of the pretrained network, before any training, on the people `cfg`'s
 /// split holds out for validation.
-fn pretrained_validation_auc(data: &Path, cfg: &TrainConfig) -> f64 {
-    let faces = FaceSet::load(data).unwrap();
-    let split = IdentitySplit::new(&faces.counts(), &cfg.split, 2).unwrap();
+fn pretrained_validation_auc(data: &Path, cfg: &TrainConfig) -> anyhow::Result<f64> {
+    let faces = FaceSet::load(data)?;
+    let split = IdentitySplit::new(&faces.counts(), &cfg.split, 2)?;
     let val = faces.subset(&split.val);
-    let model = trainer::build_model(cfg, split.train.len(), &cpu()).unwrap();
+    let model = trainer::build_model(cfg, split.train.len(), &cpu())?;
     let emb = trainer::validate::embed_subset(
         model.net.as_ref(),
         &val,
         &cfg.arch.input(),
         16,
         tch::Device::Cpu,
-    )
-    .unwrap();
-    let (genuine, impostor) = trainer::validate::pair_scores(&emb, &val.labels).unwrap();
-    trainer::validate::summarise(&genuine, &impostor).auc
+    )?;
+    let (genuine, impostor) = trainer::validate::pair_scores(&emb, &val.labels)?;
+    Ok(trainer::validate::summarise(&genuine, &impostor).auc)
 }
 
 #[test]
@@ -81,7 +79,7 @@ fn finetuning_writes_a_loadable_artifact_and_lowers_the_loss() {
     // damages the network shows as a drop on the same validation people. The margin (0.03
     // AUC) is above the run-to-run spread of 3 short epochs and far below what a damaged
     // network loses (an untrained one sits near 0.5).
-    let start = pretrained_validation_auc(&data, &quick_config());
+    let start = pretrained_validation_auc(&data, &quick_config()).unwrap();
     assert!(start > 0.9, "pretrained start AUC {start}");
     for e in h {
         let auc = e.val.unwrap().auc;
