@@ -24,13 +24,7 @@ impl CropDecoder {
     /// it until the next call. `key` names the crop in errors.
     pub fn decode(&mut self, jpeg: &[u8], key: &str) -> Result<ImageBuffer<Rgb<u8>, &[u8]>> {
         let bad = |e: image::ImageError| Error::Invalid(format!("crop {key} does not decode: {e}"));
-        let decoder = JpegDecoder::new(Cursor::new(jpeg)).map_err(bad)?;
-        let (w, h) = decoder.dimensions();
-        if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-            return Err(Error::Invalid(format!(
-                "crop {key} is {w}×{h}: not a face crop (at most {MAX_SIDE} px a side)"
-            )));
-        }
+        let (decoder, (w, h)) = open(jpeg, key)?;
         let pixels = w as usize * h as usize;
         self.rgb.resize(pixels * 3, 0);
         match decoder.color_type() {
@@ -51,6 +45,27 @@ impl CropDecoder {
         ImageBuffer::from_raw(w, h, &self.rgb[..])
             .ok_or_else(|| Error::Invalid(format!("crop {key}: decoded size mismatch")))
     }
+}
+
+/// A JPEG decoder over bytes in memory.
+type CropJpeg<'a> = JpegDecoder<Cursor<&'a [u8]>>;
+
+/// A crop's decoder and its checked size, from the JPEG header alone.
+fn open<'a>(jpeg: &'a [u8], key: &str) -> Result<(CropJpeg<'a>, (u32, u32))> {
+    let decoder = JpegDecoder::new(Cursor::new(jpeg))
+        .map_err(|e| Error::Invalid(format!("crop {key} does not decode: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(Error::Invalid(format!(
+            "crop {key} is {w}×{h}: not a face crop (at most {MAX_SIDE} px a side)"
+        )));
+    }
+    Ok((decoder, (w, h)))
+}
+
+/// A crop's `(width, height)` from its JPEG header, without decoding the pixels.
+pub fn dimensions(jpeg: &[u8], key: &str) -> Result<(u32, u32)> {
+    open(jpeg, key).map(|(_, size)| size)
 }
 
 #[cfg(test)]

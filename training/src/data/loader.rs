@@ -3,9 +3,9 @@
 //! order from a bounded queue of ready batches, so the model never waits for data while the
 //! workers keep up.
 //!
-//! Each worker makes whole batches (batch `k` is worker `k mod W`'s), in buffers it reuses:
-//! no fork-join per batch, no allocation per crop, nothing shared between workers but the
-//! read-only subset. Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
+//! Each worker makes whole batches (batch `k` is worker `k mod W`'s), written straight into
+//! the tensor it hands over, with its own reused JPEG decoder: no fork-join per batch, no
+//! allocation per crop, nothing shared between workers but the read-only subset. Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
 //! the finished `f32` batch; on the device, it only decodes, and the `u8` crops are augmented
 //! on the training device after the copy. On CUDA the host tensors are pinned and copied
 //! without blocking. The pixels never depend on the worker count: every image's draw is
@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
-use super::decode::CropDecoder;
+use super::decode::{self, CropDecoder};
 use super::Subset;
 use crate::augment::{augment_batch, render, AugmentConfig, Draw, InputSpec};
 use crate::error::{Error, Result};
@@ -128,12 +128,6 @@ enum HostImages {
     Ready(Tensor),
     /// Decoded only: `N×H×W×3` u8, with each image's draw, for [`augment_batch`].
     Decoded { pixels: Tensor, draws: Vec<Draw> },
-}
-
-/// A worker's reusable buffers.
-#[derive(Default)]
-struct Scratch {
-    decoder: CropDecoder,
 }
 
 /// A new CPU tensor of `shape` whose elements `fill` writes in place: the batch is made where
@@ -305,7 +299,7 @@ impl Loader {
         &self,
         epoch: u64,
         indices: Vec<usize>,
-        scratch: &mut Scratch,
+        decoder: &mut CropDecoder,
     ) -> Result<HostBatch> {
         let n = indices.len() as i64;
         let images = match self.cfg.augment_on {
@@ -315,7 +309,7 @@ impl Loader {
                 let images = filled_tensor::<f32>(&[n, 3, s, s], |out| {
                     for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
                         let item = &self.subset.items[i];
-                        let img = scratch.decoder.decode(&item.jpeg, &item.key)?;
+                        let img = decoder.decode(&item.jpeg, &item.key)?;
                         render(&img, &self.cfg.input, &self.draw(epoch, i), out);
                     }
                     Ok(())
@@ -326,16 +320,13 @@ impl Loader {
                 // One batch tensor needs one crop size: the first crop's (a prepared dataset
                 // has one size; an odd crop is resized to it).
                 let first = &self.subset.items[indices[0]];
-                let (w, h) = scratch
-                    .decoder
-                    .decode(&first.jpeg, &first.key)?
-                    .dimensions();
+                let (w, h) = decode::dimensions(&first.jpeg, &first.key)?;
                 let len = (w * h * 3) as usize;
                 let shape = [n, i64::from(h), i64::from(w), 3];
                 let pixels = filled_tensor::<u8>(&shape, |out| {
                     for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
                         let item = &self.subset.items[i];
-                        let img = scratch.decoder.decode(&item.jpeg, &item.key)?;
+                        let img = decoder.decode(&item.jpeg, &item.key)?;
                         if img.dimensions() == (w, h) {
                             out.copy_from_slice(img.as_raw());
                         } else {
@@ -409,9 +400,9 @@ impl Loader {
 
     /// A worker: make its batches in order until done, failed, or nobody is listening.
     fn work(&self, epoch: u64, mine: Vec<Vec<usize>>, tx: &SyncSender<Result<HostBatch>>) {
-        let mut scratch = Scratch::default();
+        let mut decoder = CropDecoder::default();
         for chunk in mine {
-            let b = self.host_batch(epoch, chunk, &mut scratch);
+            let b = self.host_batch(epoch, chunk, &mut decoder);
             let failed = b.is_err();
             if tx.send(b).is_err() || failed {
                 break;
