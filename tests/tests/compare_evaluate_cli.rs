@@ -111,7 +111,9 @@ fn evaluate_pretrained_on_the_sample_people() {
     // Face-api's 0.6 and the calibrated threshold (2000+ different pairs: measurable FAR).
     assert!(r["at_model_threshold"]["accuracy"].as_f64().unwrap() >= 0.98);
     assert_eq!(r["calibration"]["method"], "empirical");
-    assert!(r["calibration"]["far"].as_f64().unwrap() <= 1e-3);
+    assert!(r["calibration"]["achieved_far"].as_f64().unwrap() <= 1e-3);
+    assert_eq!(r["calibration"]["resolvable"], true);
+    assert!(r["calibration"]["people_needed"].is_null());
     let t = r["calibration"]["threshold"].as_f64().unwrap();
     assert!(t > 0.4 && t < 0.8, "calibrated threshold {t}");
     let saved: Value =

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use facepipe_model::{Embedder, Metric};
 use facepipe_training::data::{FaceSet, SplitConfig};
-use facepipe_training::trainer::validate::{summarise, threshold_at_far, PairSummary};
+use facepipe_training::eval::{metrics::tar_at_far, Scored};
+use facepipe_training::trainer::validate::{summarise, PairSummary};
 use facepipe_training::trainer::{self, Phase, RunOptions, TrainConfig, TrainProgress};
 
 /// Verification on every pair of `emb` (score: minus the model's distance).
@@ -37,8 +38,16 @@ fn verify(emb: &[Vec<f32>], labels: &[usize], metric: &Metric) -> serde_json::Va
         }
     }
     let summary: PairSummary = summarise(&g, &i);
-    let (_, tar3) = threshold_at_far(&g, &i, 1e-3);
-    let (_, tar2) = threshold_at_far(&g, &i, 1e-2);
+    let scored: Vec<Scored> = pairs
+        .iter()
+        .map(|&(s, same)| Scored {
+            distance: -s,
+            same,
+            fold: 0,
+        })
+        .collect();
+    let tar3 = tar_at_far(&scored, 1e-3).tar;
+    let tar2 = tar_at_far(&scored, 1e-2).tar;
     // 10-fold accuracy (LFW protocol): threshold chosen on 9 folds, accuracy on the 10th.
     let mut accs = Vec::new();
     for k in 0..10 {

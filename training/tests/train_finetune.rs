@@ -93,6 +93,33 @@ fn finetuning_writes_a_loadable_artifact_and_lowers_the_loss() {
         serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     let thr = json["threshold"].as_f64().unwrap();
     assert!(thr > 0.0 && thr < 2.0, "threshold {thr}");
+    // The calibration says what it rests on: a few validation people cannot resolve FAR
+    // 1e-3, so it sits at one false accept in all their different pairs, and says how many
+    // people would resolve the target.
+    let t = &json["metrics"]["threshold"];
+    assert_eq!(t["value"].as_f64().unwrap() as f32, thr as f32, "{t}");
+    let pairs = t["impostor_pairs"].as_u64().unwrap();
+    assert!(pairs > 0, "{t}");
+    let target = t["target_far"].as_f64().unwrap();
+    let calibrated = t["calibrated_far"].as_f64().unwrap();
+    assert!(
+        (calibrated - target.max(1.0 / pairs as f64)).abs() < 1e-12,
+        "{t}"
+    );
+    assert!(
+        t["achieved_far"].as_f64().unwrap() <= calibrated + 1e-12,
+        "{t}"
+    );
+    let resolvable = (pairs as f64) * target >= 1.0;
+    assert_eq!(t["resolvable"], resolvable, "{t}");
+    if !resolvable {
+        let validation_people = json["metrics"]["people"]["validation"].as_u64().unwrap();
+        assert!(
+            t["people_needed"].as_u64().unwrap() > validation_people,
+            "{t}"
+        );
+        assert!(t["warning"].as_str().unwrap().contains("finer than"), "{t}");
+    }
     // Held-out test people evaluated with the shared evaluation (10-fold, AUC, rank-1).
     let test = &json["metrics"]["test"];
     assert!(test["roc_auc"].as_f64().unwrap() > 0.5, "{test}");

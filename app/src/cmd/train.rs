@@ -270,10 +270,21 @@ pub fn run(global: &GlobalArgs, args: TrainArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    println!(
-        "threshold (cosine distance) {:.4} at FAR {} on validation people",
-        summary.threshold, cfg.target_far
-    );
+    let t = &m["threshold"];
+    match t.get("calibrated_far").and_then(serde_json::Value::as_f64) {
+        Some(far) => println!(
+            "threshold (cosine distance) {:.4} at FAR {far:.2e} on {} validation pairs \
+             (target {})",
+            summary.threshold, t["impostor_pairs"], cfg.target_far
+        ),
+        None => println!(
+            "threshold (cosine distance) {:.4}: not calibrated (no validation people)",
+            summary.threshold
+        ),
+    }
+    if let Some(w) = t.get("warning").and_then(serde_json::Value::as_str) {
+        eprintln!("warning: {w}");
+    }
     if let Some(test) = m.get("test") {
         println!(
             "test people: {}-fold accuracy {:.4}, ROC AUC {:.4}, rank-1 {:.4}",

@@ -193,7 +193,7 @@ pub fn tar_at_far(pairs: &[Scored], far: f64) -> TarAtFar {
     let n_neg = neg.len();
     // At most k false accepts allowed; pairs strictly below neg[k] are accepted, which is at
     // most k negatives even with ties.
-    let k = (far * n_neg as f64).floor() as usize;
+    let k = (far * n_neg as f64 + 1e-9).floor() as usize;
     let threshold = match neg.get(k) {
         Some(&t) => t,
         None => neg.last().map_or(f32::INFINITY, |&t| t + 1e-6),
@@ -214,7 +214,7 @@ pub fn tar_at_far(pairs: &[Scored], far: f64) -> TarAtFar {
         tar,
         threshold,
         achieved_far,
-        resolvable: n_neg as f64 * far >= 1.0,
+        resolvable: resolves(n_neg, far),
     }
 }
 
@@ -222,126 +222,119 @@ pub fn tar_at_far(pairs: &[Scored], far: f64) -> TarAtFar {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CalibrationMethod {
-    /// The empirical quantile of the different-pair distances (enough pairs to measure FAR).
+    /// Enough different pairs to measure the target FAR: the empirical quantile of their
+    /// distances at the target.
     Empirical,
-    /// Too few different pairs to measure the target FAR: a normal fit to their distances,
-    /// extrapolated to the target's lower tail.
-    GaussianTail,
-    /// Too few pairs for either: the best-accuracy threshold.
-    BestAccuracy,
+    /// Fewer than 1/target different pairs: the target cannot be measured, so the threshold
+    /// sits at the smallest FAR the pairs do resolve, one false accept in all of them.
+    SmallestResolvable,
 }
 
-/// A threshold calibrated at a target FAR.
+/// A threshold calibrated at a target FAR, and what that calibration rests on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
+    /// The FAR asked for.
     pub target_far: f64,
+    /// The FAR the threshold was calibrated at: the target, or 1/`impostor_pairs` when the
+    /// target is finer than the pairs can resolve.
+    pub calibrated_far: f64,
+    /// Predict "same" when `distance < threshold`.
     pub threshold: f32,
     pub method: CalibrationMethod,
     /// FAR and TAR of the threshold on the pairs it was calibrated on.
-    pub far: f64,
+    pub achieved_far: f64,
     pub tar: f64,
-    pub same_pairs: usize,
-    pub different_pairs: usize,
+    pub genuine_pairs: usize,
+    pub impostor_pairs: usize,
+    /// Whether the pairs can measure the target FAR (at least 1/target different pairs).
+    pub resolvable: bool,
+    /// People, with as many photos each as these had, whose different pairs would resolve
+    /// the target; `None` when it is resolved already.
+    pub people_needed: Option<usize>,
 }
 
-/// Different pairs needed before a normal fit is trusted at all.
-const MIN_FOR_FIT: usize = 30;
-
-/// Inverse of the standard normal CDF (Acklam's rational approximation, ample for a threshold).
-fn norm_ppf(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969683028665376e1,
-        2.209460984245205e2,
-        -2.759285104469687e2,
-        1.383_577_518_672_69e2,
-        -3.066479806614716e1,
-        2.506628277459239,
-    ];
-    const B: [f64; 5] = [
-        -5.447609879822406e1,
-        1.615858368580409e2,
-        -1.556989798598866e2,
-        6.680131188771972e1,
-        -1.328068155288572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784894002430293e-3,
-        -3.223964580411365e-1,
-        -2.400758277161838,
-        -2.549671010422455,
-        4.374664141464968,
-        2.938163982698783,
-    ];
-    const D: [f64; 4] = [
-        7.784695709041462e-3,
-        3.224671290700398e-1,
-        2.445134137142996,
-        3.754408661907416,
-    ];
-    let p = p.clamp(1e-300, 1.0 - 1e-16);
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+impl Calibration {
+    /// What to tell the user when the target could not be resolved.
+    pub fn warning(&self) -> Option<String> {
+        if self.resolvable {
+            return None;
+        }
+        let people = self
+            .people_needed
+            .map(|p| format!("; about {p} people with as many photos each would resolve it"))
+            .unwrap_or_default();
+        Some(format!(
+            "FAR {target:.0e} is finer than {n} different-person pairs can resolve: the \
+             threshold is calibrated at FAR {cal:.2e} (1/{n}) instead{people}",
+            target = self.target_far,
+            n = self.impostor_pairs,
+            cal = self.calibrated_far,
+        ))
     }
 }
 
-/// Calibrate the threshold at `target_far`: empirical when there are at least 1/`target_far`
-/// different pairs, else a normal fit of the different-pair distances (at least 30), else the
-/// best-accuracy threshold.
-pub fn calibrate(pairs: &[Scored], target_far: f64) -> Calibration {
-    let neg: Vec<f64> = pairs
-        .iter()
-        .filter(|p| !p.same)
-        .map(|p| f64::from(p.distance))
-        .collect();
-    let n_neg = neg.len();
-    let n_pos = pairs.len() - n_neg;
-    let (threshold, method) = if n_neg as f64 * target_far >= 1.0 {
+/// The fewest people, each with `photos_per_person` photos, whose different-person pairs
+/// (`photos² · P(P−1)/2`) number at least 1/`target_far`.
+pub fn people_needed(target_far: f64, photos_per_person: f64) -> Option<usize> {
+    if !(target_far > 0.0 && photos_per_person >= 1.0) {
+        return None;
+    }
+    let needed = 1.0 / target_far;
+    let per_pair_of_people = photos_per_person * photos_per_person;
+    // Solve P(P−1)/2 · m² ≥ needed, then step past rounding.
+    let mut p = ((1.0 + (1.0 + 8.0 * needed / per_pair_of_people).sqrt()) / 2.0).floor() as usize;
+    p = p.max(2);
+    while (p * (p - 1)) as f64 / 2.0 * per_pair_of_people < needed {
+        p += 1;
+    }
+    Some(p)
+}
+
+/// Calibrate the threshold at `target_far` on scored pairs: at the target when the
+/// different pairs resolve it, else at the smallest FAR they do (max(target, 1/pairs)),
+/// never at an extrapolated rate. `photos_per_person` (of the people the pairs come from)
+/// sizes the advice on how many people would resolve the target. `None` without any
+/// different pair: there is no false-accept rate to calibrate.
+///
+/// The one calibration of the project: the trainer's shipped threshold and
+/// `facepipe evaluate` both come from here.
+pub fn calibrate(pairs: &[Scored], target_far: f64, photos_per_person: f64) -> Option<Calibration> {
+    let impostor_pairs = pairs.iter().filter(|p| !p.same).count();
+    if impostor_pairs == 0 {
+        return None;
+    }
+    let resolvable = resolves(impostor_pairs, target_far);
+    let (calibrated_far, method) = if resolvable {
+        (target_far, CalibrationMethod::Empirical)
+    } else {
         (
-            tar_at_far(pairs, target_far).threshold,
-            CalibrationMethod::Empirical,
+            1.0 / impostor_pairs as f64,
+            CalibrationMethod::SmallestResolvable,
         )
-    } else if n_neg >= MIN_FOR_FIT {
-        let mean = neg.iter().sum::<f64>() / n_neg as f64;
-        let var = neg.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n_neg - 1) as f64;
-        let t = mean + norm_ppf(target_far) * var.sqrt();
-        (t as f32, CalibrationMethod::GaussianTail)
-    } else {
-        (best_threshold(pairs).0, CalibrationMethod::BestAccuracy)
     };
-    let far = if n_neg == 0 {
-        0.0
-    } else {
-        neg.iter().filter(|&&d| d < f64::from(threshold)).count() as f64 / n_neg as f64
-    };
-    let tar = if n_pos == 0 {
-        0.0
-    } else {
-        pairs
-            .iter()
-            .filter(|p| p.same && p.distance < threshold)
-            .count() as f64
-            / n_pos as f64
-    };
-    Calibration {
+    let at = tar_at_far(pairs, calibrated_far);
+    Some(Calibration {
         target_far,
-        threshold,
+        calibrated_far,
+        threshold: at.threshold,
         method,
-        far,
-        tar,
-        same_pairs: n_pos,
-        different_pairs: n_neg,
-    }
+        achieved_far: at.achieved_far,
+        tar: at.tar,
+        genuine_pairs: pairs.len() - impostor_pairs,
+        impostor_pairs,
+        resolvable,
+        people_needed: if resolvable {
+            None
+        } else {
+            people_needed(target_far, photos_per_person)
+        },
+    })
+}
+
+/// Whether `n` different pairs can measure a FAR of `far` (one false accept among them is
+/// at most `far`). The slack absorbs `1/n · n` rounding below 1.
+fn resolves(n: usize, far: f64) -> bool {
+    n as f64 * far + 1e-9 >= 1.0
 }
 
 #[cfg(test)]
@@ -418,25 +411,61 @@ mod tests {
     }
 
     #[test]
-    fn calibration_hits_the_far_and_falls_back() {
+    fn calibration_hits_the_far_or_the_smallest_it_resolves() {
         // 2000 different pairs at 1.000, 1.001, …: FAR 1e-2 allows 20 below the threshold.
         let diff: Vec<f32> = (0..2000).map(|i| 1.0 + i as f32 * 0.001).collect();
         let same: Vec<f32> = (0..100).map(|i| 0.5 + i as f32 * 0.004).collect();
         let p = scored(&same, &diff);
-        let c = calibrate(&p, 1e-2);
+        let c = calibrate(&p, 1e-2, 10.0).unwrap();
         assert_eq!(c.method, CalibrationMethod::Empirical);
+        assert!(c.resolvable);
+        assert_eq!(c.calibrated_far, 1e-2);
         assert!((c.threshold - 1.02).abs() < 1e-4, "{}", c.threshold);
-        assert!((c.far - 0.01).abs() < 1e-12);
+        assert!((c.achieved_far - 0.01).abs() < 1e-12);
         assert_eq!(c.tar, 1.0);
-        // 100 different pairs cannot measure 1e-3: normal fit below their minimum.
-        let p = scored(&same, &diff[..100]);
-        let c = calibrate(&p, 1e-3);
-        assert_eq!(c.method, CalibrationMethod::GaussianTail);
-        assert!(c.threshold < 1.0 && c.threshold > 0.8, "{}", c.threshold);
-        assert_eq!(c.far, 0.0);
-        // Five different pairs: best accuracy.
-        let p = scored(&same, &diff[..5]);
-        assert_eq!(calibrate(&p, 1e-3).method, CalibrationMethod::BestAccuracy);
-        assert!((norm_ppf(1e-3) + 3.090232).abs() < 1e-4);
+        assert_eq!((c.genuine_pairs, c.impostor_pairs), (100, 2000));
+        assert_eq!(c.people_needed, None);
+        assert_eq!(c.warning(), None);
+
+        // 600 different pairs (4 people of 5 photos … any set) cannot measure 1e-3: the
+        // threshold sits at FAR 1/600, one false accept, not an extrapolated rate.
+        let p = scored(&same, &diff[..600]);
+        let c = calibrate(&p, 1e-3, 5.0).unwrap();
+        assert_eq!(c.method, CalibrationMethod::SmallestResolvable);
+        assert!(!c.resolvable);
+        assert!((c.calibrated_far - 1.0 / 600.0).abs() < 1e-15);
+        assert!((c.achieved_far - 1.0 / 600.0).abs() < 1e-15);
+        // Exactly the closest different pair (1.000) is accepted: the threshold is the next.
+        assert_eq!(c.threshold, diff[1]);
+        // 5 photos a person: P(P−1)/2 · 25 ≥ 1000 → P = 10 (9 people give 900 pairs).
+        assert_eq!(c.people_needed, Some(10));
+        let w = c.warning().unwrap();
+        assert!(
+            w.contains("600 different-person pairs") && w.contains("about 10 people"),
+            "{w}"
+        );
+
+        // 1/n · n rounding below one must not drop the one allowed false accept.
+        for n in [3usize, 7, 49, 98, 600] {
+            let p = scored(&same, &diff[..n]);
+            let c = calibrate(&p, 1e-6, 2.0).unwrap();
+            let false_accepts = c.achieved_far * n as f64;
+            assert!(
+                (false_accepts - 1.0).abs() < 1e-9,
+                "{n} pairs: {false_accepts}"
+            );
+        }
+        // No different pair at all: nothing to calibrate.
+        assert_eq!(calibrate(&scored(&same, &[]), 1e-3, 5.0), None);
+    }
+
+    #[test]
+    fn people_needed_counts_pairs_of_people() {
+        // One photo each: P(P−1)/2 ≥ 100 → P = 15 (14 give 91).
+        assert_eq!(people_needed(1e-2, 1.0), Some(15));
+        // Two pairs needed: two people give one, three give three.
+        assert_eq!(people_needed(0.5, 1.0), Some(3));
+        assert_eq!(people_needed(0.0, 3.0), None);
+        assert_eq!(people_needed(1e-3, 0.0), None);
     }
 }

@@ -122,7 +122,8 @@ impl EvaluationReport {
              {tars}\n\
              at the model's threshold {mt:.3}: accuracy {macc:.4}, TAR {mtar:.4}, FAR {mfar:.4}\n\
              identification rank-1: {r1:.4} (rank-5 {r5:.4}; gallery {g}, probes {p})\n\
-             calibrated threshold at FAR {tf:.0e}: {ct:.4} ({method:?}; TAR {ctar:.4}, FAR {cfar:.4})",
+             calibrated threshold at FAR {cf:.2e} (target {tf:.0e}): {ct:.4} ({method:?} on \
+             {cn} different pairs; TAR {ctar:.4}, FAR {cfar:.4}){warn}",
             model = self.model,
             samples = self.samples,
             ids = self.identities,
@@ -142,11 +143,18 @@ impl EvaluationReport {
             r5 = self.identification.rank5,
             g = self.identification.gallery,
             p = self.identification.probes,
+            cf = self.calibration.calibrated_far,
             tf = self.calibration.target_far,
             ct = self.calibration.threshold,
             method = self.calibration.method,
+            cn = self.calibration.impostor_pairs,
             ctar = self.calibration.tar,
-            cfar = self.calibration.far,
+            cfar = self.calibration.achieved_far,
+            warn = self
+                .calibration
+                .warning()
+                .map(|w| format!("\nwarning: {w}"))
+                .unwrap_or_default(),
         )
     }
 }
@@ -207,6 +215,9 @@ pub fn evaluate(
         .iter()
         .collect::<std::collections::HashSet<_>>()
         .len();
+    let photos_per_person = embeddings.len() as f64 / identities.max(1) as f64;
+    let calibration = metrics::calibrate(&scored, opts.target_far, photos_per_person)
+        .ok_or_else(|| Error::Internal("no different-person pair to calibrate on".into()))?;
     Ok(EvaluationReport {
         model: model.into(),
         distance: metric.distance,
@@ -226,7 +237,7 @@ pub fn evaluate(
         ],
         at_model_threshold,
         identification: identification(embeddings, labels, metric),
-        calibration: metrics::calibrate(&scored, opts.target_far),
+        calibration,
         roc: metrics::roc_curve(&scored),
     })
 }
@@ -277,11 +288,21 @@ mod tests {
         assert_eq!(r.identification.rank1, 1.0);
         assert_eq!(r.identification.probes, 32);
         assert_eq!(r.tar_at_far[1].tar, 1.0);
-        // 700 different pairs cannot measure FAR 1e-3: a normal fit below their ≈14.1 that
-        // still accepts every same pair (≤ 0.1·√8 apart).
-        assert_eq!(r.calibration.method, CalibrationMethod::GaussianTail);
-        assert!(r.calibration.threshold > 0.3 && r.calibration.threshold < 14.1);
-        assert_eq!((r.calibration.tar, r.calibration.far), (1.0, 0.0));
+        // 700 different pairs cannot measure FAR 1e-3: calibrated at 1/700 instead, which
+        // still accepts every same pair (≤ 0.1·√8 apart) and the one closest different pair
+        // (≈ 14.1); 5 photos a person need 10 people for 1,000 different pairs.
+        let c = &r.calibration;
+        assert_eq!(c.method, CalibrationMethod::SmallestResolvable);
+        assert_eq!((c.impostor_pairs, c.genuine_pairs), (700, 80));
+        assert!(c.threshold > 14.0 && c.threshold < 14.3, "{}", c.threshold);
+        assert_eq!(c.tar, 1.0);
+        assert!((c.achieved_far - 1.0 / 700.0).abs() < 1e-12);
+        assert_eq!(c.people_needed, Some(10));
+        assert!(
+            r.summary().contains("warning: FAR 1e-3 is finer"),
+            "{}",
+            r.summary()
+        );
         let dir = tempfile::tempdir().unwrap();
         r.write(dir.path()).unwrap();
         let back: serde_json::Value = serde_json::from_str(

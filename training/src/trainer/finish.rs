@@ -1,5 +1,6 @@
-//! The end of a run: calibrate the threshold on the validation people, evaluate the test
-//! people, and write the model artifact, `metrics.json` and the plots.
+//! The end of a run: calibrate the threshold on the validation people (with the same
+//! calibration as `facepipe evaluate`), evaluate the test people, and write the model
+//! artifact, `metrics.json` and the plots.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use super::validate::{self, PairSummary};
 use super::{RunOptions, TrainConfig, TrainSummary};
 use crate::data::Subset;
 use crate::error::{Error, Result};
+use crate::eval::metrics::calibrate;
 
 /// Embed a set of people and summarise all their pairs; also returns the raw scores.
 pub(crate) fn validate_people(
@@ -40,37 +42,49 @@ pub(crate) fn finish(
 ) -> Result<TrainSummary> {
     let input = cfg.arch.input();
     let eval_batch = cfg.batch.clamp(8, 256);
-    // Threshold: cosine distance (1 − similarity) at the target FAR on validation people;
-    // without validation people it stays at 0.5, uncalibrated.
-    let calib_set = if val_set.is_empty() {
+    // Threshold: cosine distance at the target FAR (or the smallest the pairs resolve) on
+    // validation people; without validation people it stays at 0.5, uncalibrated.
+    let (val_summary, calibration) = if val_set.is_empty() {
         tracing::warn!("no validation people: the threshold stays at 0.5 (not calibrated)");
-        None
+        (PairSummary::default(), None)
     } else {
-        Some(val_set)
+        let (summary, g, i) =
+            validate_people(model.net.as_ref(), val_set, &input, eval_batch, opts.device)?;
+        let photos_per_person = val_set.len() as f64 / val_set.classes.max(1) as f64;
+        let c = calibrate(
+            &validate::as_distances(&g, &i),
+            cfg.target_far,
+            photos_per_person,
+        );
+        (summary, c)
     };
-    let (val_summary, g, i) = match calib_set {
-        Some(s) => validate_people(model.net.as_ref(), s, &input, eval_batch, opts.device)?,
-        None => (PairSummary::default(), Vec::new(), Vec::new()),
-    };
-    let (sim_thr, val_tar) = if g.is_empty() || i.is_empty() {
-        (0.5, 0.0)
-    } else {
-        validate::threshold_at_far(&g, &i, cfg.target_far)
-    };
-    let threshold = 1.0 - sim_thr;
+    let threshold = calibration.as_ref().map_or(0.5, |c| c.threshold);
     if !threshold.is_finite() {
         return Err(Error::NonFiniteEmbeddings { threshold });
     }
     let validation = facepipe_model::json::to_value(&val_summary)
         .map_err(|e| Error::json("validation summary", e))?;
+    let mut threshold_json = serde_json::json!({
+        "distance": "cosine",
+        "value": threshold,
+        "target_far": cfg.target_far,
+        "calibrated_on": if calibration.is_some() { "validation people" } else { "none (default 0.5)" },
+    });
+    if let Some(c) = &calibration {
+        threshold_json["calibrated_far"] = c.calibrated_far.into();
+        threshold_json["achieved_far"] = c.achieved_far.into();
+        threshold_json["method"] = facepipe_model::json::to_value(&c.method)
+            .map_err(|e| Error::json("calibration method", e))?;
+        threshold_json["validation_tar_at_target_far"] = c.tar.into();
+        threshold_json["impostor_pairs"] = c.impostor_pairs.into();
+        threshold_json["genuine_pairs"] = c.genuine_pairs.into();
+        threshold_json["resolvable"] = c.resolvable.into();
+        threshold_json["people_needed"] = c.people_needed.into();
+        // The command prints it; the artifact keeps it for whoever deploys the model.
+        threshold_json["warning"] = c.warning().into();
+    }
     let mut metrics = serde_json::json!({
-        "threshold": {
-            "distance": "cosine",
-            "value": threshold,
-            "target_far": cfg.target_far,
-            "calibrated_on": if calib_set.is_some() { "validation people" } else { "none (default 0.5)" },
-            "validation_tar_at_target_far": val_tar,
-        },
+        "threshold": threshold_json,
         "validation": validation,
         "best_epoch": state.early_stop.best_epoch,
         "epochs_run": state.completed_epochs,

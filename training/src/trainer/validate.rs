@@ -1,11 +1,12 @@
 //! Verification scores the training loop needs on its own: embed a set of people, score every
-//! pair, and summarise (ROC AUC, best accuracy, threshold at a target false-accept rate).
+//! pair, and summarise (ROC AUC, best accuracy); the pairs as distances for calibration.
 //! Used for early stopping on validation people and for calibrating the shipped threshold.
 
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::data::{Loader, LoaderConfig, Subset};
 use crate::error::{Error, Result};
+use crate::eval::Scored;
 use facepipe_model::InputSpec;
 
 /// L2-normalised embeddings of every item of `subset` (in subset order), as an N×D CPU tensor.
@@ -121,22 +122,21 @@ pub fn summarise(genuine: &[f32], impostor: &[f32]) -> PairSummary {
     }
 }
 
-/// The smallest similarity threshold whose false-accept rate on `impostor` is at most `far`
-/// (pairs scoring strictly above it are accepted), and the genuine accept rate there.
-pub fn threshold_at_far(genuine: &[f32], impostor: &[f32], far: f64) -> (f32, f64) {
-    let mut imp = impostor.to_vec();
-    imp.sort_by(|a, b| b.total_cmp(a));
-    let allowed = (far * imp.len() as f64).floor() as usize;
-    let thr = match imp.get(allowed) {
-        Some(&t) => t,
-        None => -1.0,
+/// Similarity scores as the cosine-distance pairs (1 − similarity) that
+/// [`crate::eval::metrics`] calibrates and measures on.
+pub fn as_distances(genuine: &[f32], impostor: &[f32]) -> Vec<Scored> {
+    let pair = |same: bool| {
+        move |&s: &f32| Scored {
+            distance: 1.0 - s,
+            same,
+            fold: 0,
+        }
     };
-    let tar = if genuine.is_empty() {
-        0.0
-    } else {
-        genuine.iter().filter(|&&g| g > thr).count() as f64 / genuine.len() as f64
-    };
-    (thr, tar)
+    genuine
+        .iter()
+        .map(pair(true))
+        .chain(impostor.iter().map(pair(false)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,8 +156,8 @@ mod tests {
         assert_eq!(s.best_threshold, None);
         let text = facepipe_model::json::to_string_pretty(&s).unwrap();
         assert_eq!(serde_json::from_str::<PairSummary>(&text).unwrap(), s);
-        let (thr, tar) = threshold_at_far(&[0.9, 0.35], &[0.1, 0.2, 0.3, 0.4], 0.25);
-        assert_eq!(thr, 0.3);
-        assert_eq!(tar, 1.0);
+        let d = as_distances(&[0.9], &[0.25]);
+        assert_eq!((d[0].distance, d[0].same), (1.0 - 0.9, true));
+        assert_eq!((d[1].distance, d[1].same), (0.75, false));
     }
 }
