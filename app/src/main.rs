@@ -37,6 +37,9 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Send photos to the service (or score locally) and print who is in them.
     Score(cmd::score::ScoreArgs),
+    /// Find the people in an unlabelled photo pile: group every face, name the groups of
+    /// enrolled people.
+    Cluster(cmd::cluster::ClusterArgs),
     /// Look after a deployment registry (`gc`: remove old versions).
     Registry(cmd::registry::RegistryArgs),
     /// Run prepare tasks: one (`--request`) or a stream on stdin (`--serve`, the local executor).
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Deploy(a) => cmd::deploy::run(&cli.global, a),
         Command::Serve(a) => cmd::serve::run(&cli.global, a),
         Command::Score(a) => cmd::score::run(&cli.global, a),
+        Command::Cluster(a) => cmd::cluster::run(&cli.global, a),
         Command::Registry(a) => cmd::registry::run(&cli.global, a),
         Command::Worker(a) => cmd::worker::run(&cli.global, a),
     };

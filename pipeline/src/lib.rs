@@ -22,6 +22,7 @@
 //! - [`align`]: landmark-driven crops for the embedding network.
 //! - [`engine`]: detect → landmarks → align in one call, with the tight-crop fallback.
 //! - [`metric`]: how two embeddings are compared (distance kind and threshold).
+//! - [`quality`]: how usable a face crop is (sharpness), for grouping unlabelled faces.
 //! - [`dataset`]: raw LFW-style layouts, the prepared-dataset manifest and tar shards.
 //! - [`storage`]: object storage over a local directory or S3.
 //! - [`fanout`]: the prepare protocol, its executors (local pool, AWS Lambda) and the worker.
@@ -38,6 +39,7 @@ pub mod landmarks;
 pub mod metric;
 pub mod models;
 pub mod nn;
+pub mod quality;
 pub mod storage;
 /// Test components and the skip-or-fail rule (feature `test-support`).
 #[cfg(feature = "test-support")]

@@ -119,6 +119,7 @@ fn valid_manifest() -> Vec<u8> {
             reason: (*outcome != Outcome::Ok).then(|| "why".to_string()),
             sha256: Some("ab".repeat(32)),
             sample: None,
+            more_samples: Vec::new(),
             shard: None,
             found_by: None,
             faces_found: Some(1),

@@ -1,6 +1,7 @@
 //! `facepipe prepare` options that change what is stored, end to end through the real binary
 //! (warm local workers, local folders): `--several-faces skip` against the default
-//! `largest`, and `--detector tiny` against the default SSD.
+//! `largest`, `--layout unlabelled --several-faces all` (and `all` refused for a labelled
+//! collection), and `--detector tiny` against the default SSD.
 //!
 //! Needs `cargo build -p facepipe` first.
 
@@ -175,4 +176,69 @@ fn tiny_detector_runs_and_is_recorded() {
             assert!(s.meta.score >= 0.5, "{source}: {}", s.meta.score);
         }
     }
+}
+
+#[test]
+fn several_faces_all_keeps_every_face_of_an_unlabelled_pile() {
+    let dir = Dir::new();
+    let inputs = input(&dir);
+    std::fs::write(dir.join("in/.DS_Store"), b"hidden").unwrap();
+
+    // A labelled collection cannot keep every face: strangers would get the folder's name.
+    let refused = setup::prepare(dir.join("in"), dir.join("refused"))
+        .args(["--several-faces", "all"])
+        .assert_err();
+    assert!(
+        refused.stderr.contains("--layout unlabelled") && refused.stderr.contains("strangers"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.join("refused/jobs").exists());
+
+    let out = dir.join("all");
+    let report = prepare(
+        &dir.join("in"),
+        &out,
+        &["--layout", "unlabelled", "--several-faces", "all"],
+    );
+    assert_eq!(report["images"], inputs, "the hidden file is not an input");
+    assert_eq!(report["layout"], "unlabelled");
+    let manifest = Manifest::load(&out).unwrap();
+    let mut stored = BTreeMap::new();
+    for shard in &manifest.shards {
+        let bytes = std::fs::read(out.join(&shard.path)).unwrap();
+        for s in read_all(&bytes, &shard.path).unwrap() {
+            assert!(
+                stored.insert(s.key.clone(), s).is_none(),
+                "a key stored twice"
+            );
+        }
+    }
+    // Two faces for each group photo, one for each ORL crop: every face is its own sample.
+    assert_eq!(stored.len(), 2 + 2 + 3);
+    assert_eq!(report["faces"], stored.len(), "{report}");
+    for name in ["two_people.jpg", "obama_and_biden.jpg"] {
+        let r = record(&manifest, &format!("{GROUP}/{name}"));
+        assert_eq!((r.outcome, r.faces_found), (Outcome::Ok, Some(2)), "{r:?}");
+        assert_eq!(r.identity, "", "{r:?}");
+        let keys: Vec<&str> = r.sample_keys().collect();
+        assert_eq!(keys.len(), 2, "{r:?}");
+        assert!(
+            keys[0].ends_with("_f0") && keys[1].ends_with("_f1"),
+            "{keys:?}"
+        );
+        for k in keys {
+            let s = &stored[k];
+            assert_eq!(s.meta.source, r.source);
+            assert_eq!((s.meta.identity.as_str(), s.meta.label), ("", 0));
+            assert_eq!(s.meta.landmarks.len(), 68);
+        }
+    }
+    let listed: Vec<&str> = manifest
+        .records
+        .iter()
+        .flat_map(Record::sample_keys)
+        .collect();
+    assert_eq!(listed.len(), stored.len(), "every sample is listed once");
+    assert!(listed.iter().all(|k| stored.contains_key(*k)));
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and a `run` that calls the libraries.
 
+pub mod cluster;
 pub mod compare;
 pub mod deploy;
 pub mod evaluate;

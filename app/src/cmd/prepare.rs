@@ -1,5 +1,6 @@
-//! `facepipe prepare`: detect and align one face per photo of a labelled collection into a
-//! prepared dataset (manifest + tar shards), fanned out over workers through storage.
+//! `facepipe prepare`: detect and align one face per photo of a labelled collection (or
+//! every face of an unlabelled pile) into a prepared dataset (manifest + tar shards), fanned
+//! out over workers through storage.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use facepipe_pipeline::dataset::layout::Layout;
 use facepipe_pipeline::fanout::{
     self, Executor, LambdaExecutor, LocalExecutor, LocalMode, PrepareConfig, PrepareProgress,
     PrepareReport, SeveralFaces,
@@ -35,19 +37,68 @@ tasks. A task whose workers crash or hang on every attempt has its photos run on
 a photo that kills its worker each time is recorded as failed (with the reason) and the job
 still finishes.
 
+With --layout unlabelled, INPUT is a pile of photos of nobody in particular: every file at
+any depth is a photo (hidden files and folders are skipped), with no identity. Add
+--several-faces all to store every face of each photo as its own sample (KEY_f0, KEY_f1, …,
+largest face first), all listed in the photo's record: the input of grouping. Keeping all
+faces needs the unlabelled layout, since in a person's folder it would give strangers in a
+group photo that person's name.
+
 Examples:
   facepipe prepare photos/ prepared/
   facepipe prepare s3://bucket/lfw s3://bucket/prepared --workers 8
-  facepipe prepare s3://bucket/lfw s3://bucket/prepared --executor lambda --workers 100";
+  facepipe prepare s3://bucket/lfw s3://bucket/prepared --executor lambda --workers 100
+  facepipe prepare holiday-photos/ faces/ --layout unlabelled --several-faces all";
+
+/// `--layout`: clap's spelling of [`Layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// INPUT/Person_Name/photo.jpg: the folder names the person.
+    Labelled,
+    /// Every photo at any depth; nobody is named.
+    Unlabelled,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(arg: LayoutArg) -> Self {
+        match arg {
+            LayoutArg::Labelled => Layout::Labelled,
+            LayoutArg::Unlabelled => Layout::Unlabelled,
+        }
+    }
+}
 
 /// Arguments of `facepipe prepare`.
 #[derive(Args, Debug)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct PrepareArgs {
-    /// The photos: a folder, file://PATH or s3://BUCKET/PREFIX with one sub-folder per person.
+    /// The photos: a folder, file://PATH or s3://BUCKET/PREFIX with one sub-folder per person
+    /// (or any layout, with --layout unlabelled).
     pub input: String,
     /// Where to write the prepared dataset: a folder, file://PATH or s3://BUCKET/PREFIX.
     pub output: String,
+    /// How INPUT is laid out: labelled (one folder per person) or unlabelled (every photo at
+    /// any depth, nobody named).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Labelled)]
+    pub layout: LayoutArg,
+    /// Photos with several faces: keep the largest, skip the photo, or keep all faces (each
+    /// its own sample; needs --layout unlabelled).
+    #[arg(long, default_value = "largest")]
+    pub several_faces: SeveralFaces,
+    /// Leave out people with fewer photos than this.
+    #[arg(long, default_value_t = 1)]
+    pub min_images_per_identity: u32,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+}
+
+/// How a fan-out job runs: workers, tasks, detector, storage. Shared by `prepare` and
+/// `cluster`, which fan out the same detection and alignment.
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
     /// Where workers run.
     #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
     pub executor: ExecutorKind,
@@ -63,12 +114,6 @@ pub struct PrepareArgs {
     /// Face detector: ssd (accurate) or tiny (fast).
     #[arg(long, default_value = "ssd")]
     pub detector: DetectorKind,
-    /// Photos with several faces: keep the largest, or skip the photo.
-    #[arg(long, default_value = "largest")]
-    pub several_faces: SeveralFaces,
-    /// Leave out people with fewer photos than this.
-    #[arg(long, default_value_t = 1)]
-    pub min_images_per_identity: u32,
     /// Endpoint of an S3-compatible store (e.g. http://127.0.0.1:8333 for SeaweedFS).
     #[arg(long, env = "FACEPIPE_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -94,26 +139,69 @@ pub struct PrepareArgs {
     /// Seconds after which a task attempt counts as hung and is retried.
     #[arg(long, default_value_t = 900)]
     pub task_timeout: u64,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
     /// Local executor: start a fresh worker process per task instead of keeping warm ones
     /// (the baseline scripts/bench/prepare.sh compares against).
     #[arg(long, hide = true)]
     pub process_per_task: bool,
 }
 
+/// What a fan-out job reads and keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct JobShape {
+    pub layout: Layout,
+    pub several_faces: SeveralFaces,
+    pub min_images_per_identity: u32,
+}
+
 pub fn run(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<ExitCode> {
+    let shape = JobShape {
+        layout: args.layout.into(),
+        several_faces: args.several_faces,
+        min_images_per_identity: args.min_images_per_identity,
+    };
+    let report = run_fanout(
+        global,
+        &args.fanout,
+        &args.input,
+        &args.output,
+        shape,
+        args.json,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run one fan-out job from `input` to `output` with a progress bar (hidden when `quiet`
+/// or -q), and return its report.
+pub fn run_fanout(
+    global: &GlobalArgs,
+    args: &FanoutArgs,
+    input: &str,
+    output: &str,
+    shape: JobShape,
+    quiet: bool,
+) -> anyhow::Result<PrepareReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_async(global, args))
+    runtime.block_on(run_async(global, args, input, output, shape, quiet))
 }
 
-async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<ExitCode> {
-    let input = Location::parse(&args.input)?;
-    let output = Location::parse(&args.output)?;
+async fn run_async(
+    global: &GlobalArgs,
+    args: &FanoutArgs,
+    input: &str,
+    output: &str,
+    shape: JobShape,
+    quiet: bool,
+) -> anyhow::Result<PrepareReport> {
+    let input = Location::parse(input)?;
+    let output = Location::parse(output)?;
     let storage = StorageOptions {
         s3_endpoint: args.s3_endpoint.clone(),
         region: args.region.clone(),
@@ -128,6 +216,18 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
     anyhow::ensure!(
         args.task_size > 0 && workers > 0 && args.max_attempts > 0,
         "--task-size, --workers and --max-attempts must be at least 1"
+    );
+    anyhow::ensure!(
+        shape.several_faces != SeveralFaces::All || shape.layout == Layout::Unlabelled,
+        "--several-faces all needs --layout unlabelled: in a labelled collection every face of \
+         a group photo in a person's folder would be stored under that person's name, strangers \
+         included. Add --layout unlabelled to keep every face of an unlabelled pile, or use \
+         --several-faces largest (or skip) for a labelled collection"
+    );
+    anyhow::ensure!(
+        shape.layout == Layout::Labelled || shape.min_images_per_identity <= 1,
+        "--min-images-per-identity needs identities, and --layout unlabelled has none: leave it \
+         out"
     );
     let executor: Arc<dyn Executor> = match args.executor {
         ExecutorKind::Local => {
@@ -157,9 +257,10 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
     config.workers = workers;
     config.task_size = args.task_size;
     config.job = args.job.clone();
+    config.layout = shape.layout;
     config.detector = args.detector;
-    config.several_faces = args.several_faces;
-    config.min_images_per_identity = args.min_images_per_identity;
+    config.several_faces = shape.several_faces;
+    config.min_images_per_identity = shape.min_images_per_identity;
     config.max_attempts = args.max_attempts;
     config.task_timeout = Duration::from_secs(args.task_timeout.max(1));
     config.models = Some(models);
@@ -169,7 +270,7 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
         .map(Location::parse)
         .transpose()?;
 
-    let bar = if global.quiet || args.json {
+    let bar = if global.quiet || quiet {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(0);
@@ -190,20 +291,19 @@ async fn run_async(global: &GlobalArgs, args: PrepareArgs) -> anyhow::Result<Exi
     let result = fanout::prepare(&config, executor, Some(&progress)).await;
     bar.finish_and_clear();
     let (report, _manifest) = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
-fn print_report(r: &PrepareReport) {
+pub fn print_report(r: &PrepareReport) {
     println!("prepared {} → {} (job {})", r.images, r.output, r.job);
-    println!(
-        "  photos      {} in {} identities ({} identities left out by --min-images-per-identity)",
-        r.images, r.identities, r.skipped_identities
-    );
+    if r.layout == Layout::Unlabelled {
+        println!("  photos      {} (unlabelled)", r.images);
+    } else {
+        println!(
+            "  photos      {} in {} identities ({} identities left out by --min-images-per-identity)",
+            r.images, r.identities, r.skipped_identities
+        );
+    }
     println!("  faces       {} aligned crops", r.faces);
     let failures: Vec<String> = r
         .outcomes

@@ -1,8 +1,16 @@
-//! The raw input layout `facepipe prepare` reads: LFW-style `root/Identity/photo.jpg`, in a
-//! local folder or under an S3 prefix. Identity names may hold spaces and any Unicode.
-//! Files directly under the root (an LFW `pairs.txt`, a README) are not inputs; hidden
-//! files are skipped; every other file inside an identity folder is an input, whatever its
-//! extension, so a stray non-image gets a recorded outcome instead of vanishing.
+//! The raw input layouts `facepipe prepare` reads, in a local folder or under an S3 prefix
+//! (see [`Layout`]):
+//!
+//! - [`Layout::Labelled`] (the default): LFW-style `root/Identity/photo.jpg`. Identity names
+//!   may hold spaces and any Unicode. Files directly under the root (an LFW `pairs.txt`, a
+//!   README) and deeper than one folder are not inputs; hidden files are skipped; every
+//!   other file inside an identity folder is an input.
+//! - [`Layout::Unlabelled`]: a pile of photos of nobody in particular. Every file at any
+//!   depth is an input, except hidden files and anything inside a hidden folder; inputs get
+//!   the placeholder identity [`UNLABELLED_IDENTITY`] and label 0.
+//!
+//! In both, an input is taken whatever its extension, so a stray non-image gets a recorded
+//! outcome instead of vanishing, and its key is its path relative to the root.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +26,61 @@ pub const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "png", "pgm", "ppm", "pbm", "pnm", "gif", "webp", "bmp", "tif", "tiff",
 ];
 
+/// How the photos of an input are laid out, and so whether they name the people in them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `root/Identity/photo`: one folder per person, the folder name is the identity.
+    #[default]
+    Labelled,
+    /// Every non-hidden file at any depth is a photo of unknown people (the input of
+    /// grouping): identity [`UNLABELLED_IDENTITY`], label 0.
+    Unlabelled,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Labelled => "labelled",
+            Layout::Unlabelled => "unlabelled",
+        }
+    }
+
+    /// For `skip_serializing_if`: a labelled job's records stay as they were before layouts.
+    pub fn is_labelled(&self) -> bool {
+        *self == Layout::Labelled
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "labelled" | "labeled" => Ok(Layout::Labelled),
+            "unlabelled" | "unlabeled" => Ok(Layout::Unlabelled),
+            other => Err(Error::Invalid(format!(
+                "unknown input layout {other:?}: use labelled (one folder per person) or \
+                 unlabelled (every photo at any depth, nobody named)"
+            ))),
+        }
+    }
+}
+
+/// The identity of every input of an [`Layout::Unlabelled`] listing: empty, so nothing
+/// reads it as a person's name. It is the only identity of such a listing (label 0), so a
+/// label still indexes the manifest's identities.
+pub const UNLABELLED_IDENTITY: &str = "";
+
 /// One input photo.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputImage {
-    /// Key relative to the input root, `Identity/file`.
+    /// Key relative to the input root: `Identity/file`, or any relative path when unlabelled.
     pub key: String,
     pub identity: String,
     pub label: u32,
@@ -39,6 +98,61 @@ pub struct RawDataset {
     pub skipped_identities: u32,
     /// Images of the skipped identities.
     pub skipped_images: u32,
+}
+
+/// List an input laid out as `layout`: [`list`] for [`Layout::Labelled`],
+/// [`list_unlabelled`] for [`Layout::Unlabelled`], which has no identities to apply
+/// `min_images_per_identity` to, so it refuses a minimum above 1.
+pub async fn list_layout(
+    store: &dyn Storage,
+    layout: Layout,
+    min_images_per_identity: u32,
+) -> Result<RawDataset> {
+    match layout {
+        Layout::Labelled => list(store, min_images_per_identity).await,
+        Layout::Unlabelled if min_images_per_identity > 1 => Err(Error::Invalid(format!(
+            "a minimum of {min_images_per_identity} photos per identity needs identities, and \
+             the unlabelled layout has none: leave the minimum at 1 or use the labelled layout"
+        ))),
+        Layout::Unlabelled => list_unlabelled(store).await,
+    }
+}
+
+/// List an unlabelled input: every file at any depth, sorted by key, except hidden files
+/// and files inside hidden folders (any path segment starting with `.`). Every input has
+/// identity [`UNLABELLED_IDENTITY`] and label 0, the listing's only identity.
+pub async fn list_unlabelled(store: &dyn Storage) -> Result<RawDataset> {
+    let mut images: Vec<InputImage> = store
+        .list("")
+        .await?
+        .into_iter()
+        .filter(|obj| {
+            obj.key
+                .split('/')
+                .all(|part| !part.is_empty() && !part.starts_with('.'))
+        })
+        .map(|obj| InputImage {
+            key: obj.key,
+            identity: UNLABELLED_IDENTITY.to_string(),
+            label: 0,
+            size: obj.size,
+        })
+        .collect();
+    if images.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} holds no photos (hidden files and folders are skipped; formats: {})",
+            store.location(),
+            IMAGE_EXTENSIONS.join(", ")
+        )));
+    }
+    images.sort_by(|a, b| a.key.cmp(&b.key));
+    let count = u32::try_from(images.len()).unwrap_or(u32::MAX);
+    Ok(RawDataset {
+        identities: vec![(UNLABELLED_IDENTITY.to_string(), count)],
+        images,
+        skipped_identities: 0,
+        skipped_images: 0,
+    })
 }
 
 /// List an LFW-style input and label identities 0.. in name order, keeping identities with
@@ -192,6 +306,79 @@ mod tests {
         assert_eq!(raw.images[0].label, 0);
         assert_eq!((raw.skipped_identities, raw.skipped_images), (2, 2));
         assert!(list(&store, 3).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unlabelled_lists_every_visible_file_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(Location::Local(dir.path().to_path_buf()));
+        for key in [
+            "loose.jpg",
+            "2019/Zoë's party/img 1.JPG",
+            "2019/Zoë's party/.thumb.jpg",
+            "2019/a/b/c/d/deep.png",
+            ".trash/old.jpg",
+            "2019/.cache/x.jpg",
+            "notes.txt",
+        ] {
+            store.put(key, Bytes::from_static(b"xy")).await.unwrap();
+        }
+        let raw = list_layout(&store, Layout::Unlabelled, 1).await.unwrap();
+        let keys: Vec<&str> = raw.images.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "2019/Zoë's party/img 1.JPG",
+                "2019/a/b/c/d/deep.png",
+                "loose.jpg",
+                "notes.txt"
+            ]
+        );
+        assert!(raw
+            .images
+            .iter()
+            .all(|i| i.identity == UNLABELLED_IDENTITY && i.label == 0 && i.size == 2));
+        assert_eq!(raw.identities, [(UNLABELLED_IDENTITY.to_string(), 4)]);
+        assert_eq!((raw.skipped_identities, raw.skipped_images), (0, 0));
+
+        // Read as labelled, the same folder has no `Identity/photo` file at all.
+        let labelled = list_layout(&store, Layout::Labelled, 1).await;
+        assert!(
+            matches!(labelled, Err(Error::NoPhotos { .. })),
+            "{labelled:?}"
+        );
+
+        // No identities to count: a minimum above 1 is refused, saying why.
+        let e = list_layout(&store, Layout::Unlabelled, 2)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unlabelled layout has none"), "{e}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let store = LocalStorage::new(Location::Local(empty.path().to_path_buf()));
+        store
+            .put(".hidden/a.jpg", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let e = list_unlabelled(&store).await.unwrap_err();
+        assert!(
+            e.is_bad_input() && e.to_string().contains("no photos"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn layouts_parse_and_serialize_by_name() {
+        assert_eq!("unlabelled".parse::<Layout>().unwrap(), Layout::Unlabelled);
+        assert_eq!("labelled".parse::<Layout>().unwrap(), Layout::Labelled);
+        let e = "flat".parse::<Layout>().unwrap_err().to_string();
+        assert!(e.contains("labelled") && e.contains("unlabelled"), "{e}");
+        assert_eq!(
+            serde_json::to_string(&Layout::Unlabelled).unwrap(),
+            "\"unlabelled\""
+        );
+        assert_eq!(Layout::default(), Layout::Labelled);
     }
 
     #[tokio::test]

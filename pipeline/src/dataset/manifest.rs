@@ -55,7 +55,8 @@ pub struct Identity {
     pub label: u32,
     /// Input images listed for this identity.
     pub images: u32,
-    /// Aligned faces stored for this identity (records with outcome `ok`).
+    /// Aligned faces stored for this identity: one per record with outcome `ok`, or every
+    /// face of it when all faces were kept.
     pub faces: u32,
 }
 
@@ -71,7 +72,7 @@ pub struct ShardInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// One face stored in a shard.
+    /// A face stored in a shard (every face, with `--several-faces all`).
     Ok,
     /// No face found, not even by the tight-crop fallback.
     NoFace,
@@ -131,9 +132,16 @@ pub struct Record {
     /// Hex sha256 of the input bytes (absent when the bytes could not be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// The sample key in its shard (outcome `ok` only).
+    /// The sample key in its shard (outcome `ok` only); with several faces kept (see
+    /// `more_samples`), the first of them, the largest face.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<String>,
+    /// The keys of the photo's other samples, in the same shard, when every face was kept
+    /// (`--several-faces all`): faces 2.. in the order they were stored. Empty, and absent
+    /// from the JSON, when the photo has one sample or none, so one-face records read and
+    /// write as they always did. All keys: [`Record::sample_keys`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_samples: Vec<String>,
     /// The shard path relative to the dataset root (outcome `ok` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
@@ -160,10 +168,25 @@ impl Record {
             reason: Some(reason.into()),
             sha256: None,
             sample: None,
+            more_samples: Vec::new(),
             shard: None,
             found_by: None,
             faces_found: None,
         }
+    }
+
+    /// Every sample key of this record, the first face first: `sample`, then
+    /// `more_samples`. Empty when nothing was stored.
+    pub fn sample_keys(&self) -> impl Iterator<Item = &str> {
+        self.sample
+            .iter()
+            .chain(self.more_samples.iter())
+            .map(String::as_str)
+    }
+
+    /// Samples stored for this record (0, 1, or every face kept).
+    pub fn sample_count(&self) -> u32 {
+        u32::try_from(self.sample_keys().count()).unwrap_or(u32::MAX)
     }
 }
 

@@ -1,6 +1,6 @@
-//! Datasets on both sides of `facepipe prepare`: the raw LFW-style layout it reads
-//! (`root/Identity/*.jpg`) and the prepared dataset it writes (`manifest.json` plus
-//! WebDataset-style tar shards of aligned crops).
+//! Datasets on both sides of `facepipe prepare`: the raw layouts it reads (LFW-style
+//! `root/Identity/*.jpg`, or an unlabelled pile) and the prepared dataset it writes
+//! (`manifest.json` plus WebDataset-style tar shards of aligned crops).
 //!
 //! Reading a prepared dataset from local disk:
 //!
@@ -19,6 +19,7 @@ pub mod layout;
 pub mod manifest;
 pub mod shards;
 
+pub use layout::{Layout, UNLABELLED_IDENTITY};
 pub use manifest::{
     iter_samples, AlignmentInfo, DatasetSamples, Identity, JobSummary, Manifest, Outcome, Record,
     ShardInfo, FORMAT_VERSION, MANIFEST_FILE,
@@ -85,6 +86,7 @@ mod tests {
                     reason: None,
                     sha256: Some("ab".repeat(32)),
                     sample: Some(meta.key.clone()),
+                    more_samples: Vec::new(),
                     shard: Some("shards/shard-00000.tar".into()),
                     found_by: Some(FoundBy::Detector),
                     faces_found: Some(1),
@@ -96,6 +98,7 @@ mod tests {
                     reason: Some("not an image".into()),
                     sha256: Some("cd".repeat(32)),
                     sample: None,
+                    more_samples: Vec::new(),
                     shard: None,
                     found_by: None,
                     faces_found: None,
@@ -127,6 +130,49 @@ mod tests {
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].meta, meta);
         assert_eq!(samples[0].jpeg, jpeg);
+    }
+
+    #[test]
+    fn records_list_every_sample_and_old_records_still_read() {
+        // A record as written before several samples per photo existed.
+        let old = serde_json::json!({
+            "source": "Ada/1.jpg",
+            "identity": "Ada",
+            "outcome": "ok",
+            "sha256": "ab",
+            "sample": "000000_Ada",
+            "shard": "shards/j/00000.tar",
+            "found_by": "detector",
+            "faces_found": 1
+        });
+        let r: Record = serde_json::from_value(old.clone()).unwrap();
+        assert!(r.more_samples.is_empty());
+        assert_eq!(r.sample_keys().collect::<Vec<_>>(), ["000000_Ada"]);
+        assert_eq!(r.sample_count(), 1);
+        // Written back unchanged: one-sample records have no `more_samples` key.
+        assert_eq!(serde_json::to_value(&r).unwrap(), old);
+
+        let group = Record {
+            source: "2019/party.jpg".into(),
+            identity: String::new(),
+            sample: Some("000000_2019_party_f0".into()),
+            more_samples: vec!["000000_2019_party_f1".into()],
+            faces_found: Some(2),
+            ..r.clone()
+        };
+        let json = serde_json::to_value(&group).unwrap();
+        assert_eq!(json["sample"], "000000_2019_party_f0");
+        assert_eq!(
+            json["more_samples"],
+            serde_json::json!(["000000_2019_party_f1"])
+        );
+        assert_eq!(serde_json::from_value::<Record>(json).unwrap(), group);
+        assert_eq!(
+            group.sample_keys().collect::<Vec<_>>(),
+            ["000000_2019_party_f0", "000000_2019_party_f1"]
+        );
+        let none = Record::without_sample("x.txt", "", Outcome::Unreadable, "not an image");
+        assert_eq!((none.sample_keys().count(), none.sample_count()), (0, 0));
     }
 
     #[test]

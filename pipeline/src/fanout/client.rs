@@ -30,6 +30,7 @@ use bytes::Bytes;
 use super::executor::Executor;
 use super::protocol::{SeveralFaces, TaskStatus};
 use crate::align::Alignment;
+use crate::dataset::layout::Layout;
 use crate::dataset::{Manifest, MANIFEST_FILE};
 use crate::detect::DetectorKind;
 use crate::error::{Error, Result};
@@ -58,8 +59,11 @@ pub struct PrepareConfig {
     /// Job id; default: derived from the input listing and the options, so rerunning the
     /// same command resumes the same job.
     pub job: Option<String>,
+    /// How the input is laid out: one folder per person (default), or an unlabelled pile.
+    pub layout: Layout,
     pub detector: DetectorKind,
     pub alignment: Alignment,
+    /// [`SeveralFaces::All`] needs [`Layout::Unlabelled`]: [`prepare`] refuses it otherwise.
     pub several_faces: SeveralFaces,
     pub min_images_per_identity: u32,
     pub max_attempts: u32,
@@ -80,6 +84,7 @@ impl PrepareConfig {
             workers: 2,
             task_size: DEFAULT_TASK_SIZE,
             job: None,
+            layout: Layout::Labelled,
             detector: DetectorKind::Ssd,
             alignment: Alignment::DlibChip,
             several_faces: SeveralFaces::Largest,
@@ -181,11 +186,22 @@ pub async fn prepare(
     Ok((report, manifest))
 }
 
-/// Counts of zero would never finish (or never start) a job.
+/// Options that cannot make a sound job: counts of zero would never finish (or never
+/// start) one, and keeping every face of a labelled photo would name strangers.
 fn check(config: &PrepareConfig) -> Result<()> {
     if config.task_size == 0 || config.workers == 0 || config.max_attempts == 0 {
         return Err(Error::Invalid(
             "the task size, the number of workers and the attempts per task must be at least 1"
+                .into(),
+        ));
+    }
+    if config.several_faces == SeveralFaces::All && config.layout == Layout::Labelled {
+        return Err(Error::Invalid(
+            "keeping all faces of a photo (several faces: all) needs the unlabelled layout: in \
+             a labelled collection every face of a group photo in a person's folder would be \
+             stored under that person's name, strangers included. Use the unlabelled layout \
+             to keep every face, or keep the largest face (or skip such photos) of a \
+             labelled collection"
                 .into(),
         ));
     }

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::align::Alignment;
-use crate::dataset::layout::InputImage;
+use crate::dataset::layout::{InputImage, Layout};
 use crate::dataset::{Record, ShardInfo};
 use crate::detect::DetectorKind;
 use crate::storage::StorageOptions;
@@ -31,6 +31,26 @@ pub enum SeveralFaces {
     Largest,
     /// Store nothing; the record says `several_faces`.
     Skip,
+    /// Store every face as its own sample, keyed [`face_sample_key`]`(sample key, i)`, in
+    /// [`face_order`] (largest box first). Only for [`Layout::Unlabelled`]: in a labelled
+    /// folder it would give strangers in a group photo the folder's name.
+    All,
+}
+
+impl SeveralFaces {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeveralFaces::Largest => "largest",
+            SeveralFaces::Skip => "skip",
+            SeveralFaces::All => "all",
+        }
+    }
+}
+
+impl std::fmt::Display for SeveralFaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for SeveralFaces {
@@ -39,8 +59,9 @@ impl std::str::FromStr for SeveralFaces {
         match s {
             "largest" => Ok(SeveralFaces::Largest),
             "skip" => Ok(SeveralFaces::Skip),
+            "all" => Ok(SeveralFaces::All),
             other => Err(crate::Error::Invalid(format!(
-                "unknown several-faces policy {other:?}: use largest or skip"
+                "unknown several-faces policy {other:?}: use largest, skip or all"
             ))),
         }
     }
@@ -50,6 +71,11 @@ impl std::str::FromStr for SeveralFaces {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub input: String,
+    /// How the input is laid out. Absent in jobs recorded before layouts existed, and never
+    /// written when labelled, so a labelled job's spec (and the job id derived from it) is
+    /// what it always was.
+    #[serde(default, skip_serializing_if = "Layout::is_labelled")]
+    pub layout: Layout,
     pub detector: DetectorKind,
     pub alignment: Alignment,
     pub several_faces: SeveralFaces,
@@ -257,6 +283,49 @@ pub fn sample_key(index: usize, identity: &str) -> String {
     format!("{index:06}_{name}")
 }
 
+/// The sample key of input number `index` of a job laid out as `layout`. Labelled: exactly
+/// [`sample_key`] of the identity, as before layouts. Unlabelled: [`sample_key`] of the
+/// photo's relative path without its extension (its last 60 characters, where file names
+/// differ), so `2019/party/IMG 1.jpg` at index 7 is `000007_2019_party_IMG_1`. The index
+/// keeps keys unique whatever the path; the folding keeps them free of `/` and `.`, so they
+/// are safe tar member names.
+pub fn input_sample_key(index: usize, input: &InputImage, layout: Layout) -> String {
+    match layout {
+        Layout::Labelled => sample_key(index, &input.identity),
+        Layout::Unlabelled => {
+            let key = input.key.as_str();
+            let file_start = key.rfind('/').map_or(0, |i| i + 1);
+            let stem = match key[file_start..].rfind('.') {
+                Some(dot) if dot > 0 => &key[..file_start + dot],
+                _ => key,
+            };
+            let chars: Vec<char> = stem.chars().collect();
+            let tail: String = chars[chars.len().saturating_sub(60)..].iter().collect();
+            sample_key(index, &tail)
+        }
+    }
+}
+
+/// The key of face `face` (in [`face_order`]) of a photo whose sample key is `sample_key`,
+/// under [`SeveralFaces::All`]: `000007_party_f0`, `000007_party_f1`, … No two photos share
+/// a sample key prefix up to its first `_` (the index), so face keys are unique too.
+pub fn face_sample_key(sample_key: &str, face: usize) -> String {
+    format!("{sample_key}_f{face}")
+}
+
+/// The order [`SeveralFaces::All`] stores a photo's faces in, so the same photo always
+/// gives the same keys: box area descending (the first is the largest face, the one
+/// [`SeveralFaces::Largest`] keeps), then score descending, then top to bottom, left to
+/// right.
+pub fn face_order(a: &crate::engine::Face, b: &crate::engine::Face) -> std::cmp::Ordering {
+    b.bbox
+        .area()
+        .total_cmp(&a.bbox.area())
+        .then(b.score.total_cmp(&a.score))
+        .then(a.bbox.y.total_cmp(&b.bbox.y))
+        .then(a.bbox.x.total_cmp(&b.bbox.x))
+}
+
 /// A job id must be usable as a key segment.
 pub fn valid_job_id(job: &str) -> bool {
     !job.is_empty()
@@ -279,6 +348,139 @@ mod tests {
         assert!(valid_job_id("j-2026.1"));
         assert!(!valid_job_id("../x"));
         assert!(!valid_job_id("a/b"));
+    }
+
+    fn input(key: &str, identity: &str) -> InputImage {
+        InputImage {
+            key: key.into(),
+            identity: identity.into(),
+            label: 0,
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn unlabelled_sample_keys_are_unique_tar_safe_names_of_nested_paths() {
+        use crate::dataset::shards::valid_key;
+        // Labelled keys are what they always were.
+        let labelled = input("Zoë Saldaña-Nazario/1.jpg", "Zoë Saldaña-Nazario");
+        assert_eq!(
+            input_sample_key(42, &labelled, Layout::Labelled),
+            sample_key(42, "Zoë Saldaña-Nazario")
+        );
+
+        let deep = "a/".repeat(40) + "IMG 0001.tar.jpg";
+        let keys: Vec<String> = [
+            "2019/party/IMG 1.jpg",
+            "2019/party/IMG 1.png",
+            "2019.party/IMG 1.jpg",
+            "../x/y.jpg",
+            "no_extension",
+            "Zoë's/ñ.d/x.jpeg",
+            deep.as_str(),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| input_sample_key(i, &input(k, ""), Layout::Unlabelled))
+        .collect();
+        assert_eq!(keys[0], "000000_2019_party_IMG_1");
+        assert_eq!(keys[2], "000002_2019_party_IMG_1");
+        assert_eq!(keys[3], "000003____x_y");
+        assert_eq!(keys[4], "000004_no_extension");
+        assert_eq!(keys[5], "000005_Zo__s___d_x");
+        // A long path keeps its end, where the file name is.
+        assert!(keys[6].ends_with("_a_a_IMG_0001_tar"), "{}", keys[6]);
+        assert_eq!(keys[6].len(), 7 + 60);
+        let unique: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        for k in &keys {
+            assert!(valid_key(k), "{k}");
+            // Every face of the photo too, even a photo's ten-thousandth face of a
+            // ten-millionth photo.
+            assert!(valid_key(&face_sample_key(k, 0)), "{k}");
+        }
+        let big = input_sample_key(12_345_678, &input(&deep, ""), Layout::Unlabelled);
+        assert!(valid_key(&face_sample_key(&big, 9_999)), "{big}");
+        assert_eq!(face_sample_key("000007_party", 1), "000007_party_f1");
+    }
+
+    #[test]
+    fn faces_are_kept_largest_first_in_a_stable_order() {
+        use crate::engine::{Face, FoundBy};
+        use crate::geometry::BBox;
+        let face = |x: f32, y: f32, side: f32, score: f32| Face {
+            bbox: BBox::new(x, y, side, side),
+            score,
+            landmarks: Vec::new(),
+            found_by: FoundBy::Detector,
+        };
+        let mut faces = vec![
+            face(50.0, 0.0, 10.0, 0.9),
+            face(0.0, 0.0, 30.0, 0.6),
+            face(0.0, 40.0, 10.0, 0.9),
+            face(0.0, 0.0, 10.0, 0.95),
+            face(9.0, 40.0, 10.0, 0.9),
+        ];
+        faces.sort_by(face_order);
+        let order: Vec<(f32, f32, f32)> = faces
+            .iter()
+            .map(|f| (f.bbox.x, f.bbox.y, f.bbox.width))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (0.0, 0.0, 30.0),
+                (0.0, 0.0, 10.0),
+                (50.0, 0.0, 10.0),
+                (0.0, 40.0, 10.0),
+                (9.0, 40.0, 10.0)
+            ]
+        );
+        assert_eq!(
+            crate::engine::largest(&faces).map(|f| f.bbox),
+            Some(faces[0].bbox)
+        );
+    }
+
+    #[test]
+    fn several_faces_all_parses_and_job_specs_without_a_layout_still_read() {
+        assert_eq!("all".parse::<SeveralFaces>().unwrap(), SeveralFaces::All);
+        let e = "every".parse::<SeveralFaces>().unwrap_err().to_string();
+        assert!(e.contains("largest, skip or all"), "{e}");
+        assert_eq!(
+            serde_json::to_value(SeveralFaces::All).unwrap(),
+            serde_json::json!("all")
+        );
+
+        // A job.json written before layouts existed.
+        let old = serde_json::json!({
+            "job": "job-1",
+            "spec": {
+                "input": "/photos",
+                "detector": "ssd",
+                "alignment": "dlib_chip",
+                "several_faces": "largest",
+                "min_images_per_identity": 1,
+                "task_size": 16,
+                "listing_sha256": "ab"
+            },
+            "tasks": 1,
+            "images": 3
+        });
+        let file: JobFile = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(file.spec.layout, Layout::Labelled);
+        // A labelled spec is written as before, so the job id derived from it is the same
+        // and a rerun of an old command resumes its old job.
+        assert_eq!(serde_json::to_value(&file).unwrap(), old);
+        let unlabelled = JobSpec {
+            layout: Layout::Unlabelled,
+            several_faces: SeveralFaces::All,
+            ..file.spec.clone()
+        };
+        let json = serde_json::to_value(&unlabelled).unwrap();
+        assert_eq!(json["layout"], "unlabelled");
+        assert_eq!(json["several_faces"], "all");
+        assert_eq!(serde_json::from_value::<JobSpec>(json).unwrap(), unlabelled);
     }
 
     #[test]

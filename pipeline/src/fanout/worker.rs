@@ -1,6 +1,6 @@
 //! The worker: run one task. Fetch the task descriptor and its images from storage, find and
-//! align one face per image, write the shard, then the status object (last, so a status
-//! means the shard is complete). Bad images become records, never task failures; only
+//! align one face per image (or every face, with [`SeveralFaces::All`]), write the shard,
+//! then the status object (last, so a status means the shard is complete). Bad images become records, never task failures; only
 //! storage or model trouble fails a task, and the client retries it. An image is fetched only
 //! when the listing says it fits the byte limit, and never read past that limit.
 //!
@@ -17,8 +17,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::protocol::{
-    image_shard_key, image_started_key, task_key, SeveralFaces, TaskDescriptor, TaskImage,
-    TaskState, TaskStatus, WorkerReply, WorkerRequest,
+    face_order, face_sample_key, image_shard_key, image_started_key, task_key, SeveralFaces,
+    TaskDescriptor, TaskImage, TaskState, TaskStatus, WorkerReply, WorkerRequest,
 };
 use crate::dataset::{encode_crop, Outcome, Record, SampleMeta, ShardInfo, ShardWriter};
 use crate::detect::DetectorKind;
@@ -369,10 +369,12 @@ async fn process(
     }
 
     // Fetch every image first (concurrently: storage latency, not CPU, is the cost here).
-    let fetched: Vec<Result<Fetched>> = futures::stream::iter(task.images.iter())
+    // Owned images: a closure over `&TaskImage` makes the future of `run_task` not provably
+    // `Send` (a higher-ranked lifetime rustc cannot see through), so no caller could spawn it.
+    let fetched: Vec<Result<Fetched>> = futures::stream::iter(task.images.clone())
         .map(|img| {
             let input = Arc::clone(&input);
-            async move { fetch_bounded(input.as_ref(), img, max_bytes).await }
+            async move { fetch_bounded(input.as_ref(), &img, max_bytes).await }
         })
         .buffered(FETCH_CONCURRENCY)
         .collect()
@@ -506,6 +508,7 @@ fn detect_and_align(
             reason: None,
             sha256: Some(sha.clone()),
             sample: None,
+            more_samples: Vec::new(),
             shard: None,
             found_by: None,
             faces_found: None,
@@ -523,13 +526,17 @@ fn detect_and_align(
             one_image(task, engine, &img, &bytes)
         }));
         match result {
-            Ok(Ok(ImageResult::Face { meta, jpeg, faces })) => {
-                writer.write(&meta, &jpeg)?;
-                record.sample = Some(meta.key.clone());
+            Ok(Ok(ImageResult::Faces { samples, faces })) => {
+                for (meta, jpeg) in &samples {
+                    writer.write(meta, jpeg)?;
+                }
+                let mut keys = samples.iter().map(|(meta, _)| meta.key.clone());
+                record.sample = keys.next();
+                record.more_samples = keys.collect();
                 record.shard = Some(shard_path.to_string());
-                record.found_by = Some(meta.found_by);
+                record.found_by = samples.first().map(|(meta, _)| meta.found_by);
                 record.faces_found = Some(faces);
-                if faces > 1 {
+                if faces > 1 && samples.len() == 1 {
                     record.reason = Some(format!("{faces} faces; kept the largest"));
                 }
             }
@@ -563,9 +570,9 @@ fn detect_and_align(
 }
 
 enum ImageResult {
-    Face {
-        meta: SampleMeta,
-        jpeg: Vec<u8>,
+    /// The samples stored (the largest face, or every face), of `faces` found.
+    Faces {
+        samples: Vec<(SampleMeta, Vec<u8>)>,
         faces: u32,
     },
     NoFace,
@@ -586,21 +593,34 @@ fn one_image(
         });
     }
     let photo = crate::image_io::decode(bytes, limits)?;
-    let faces = engine.faces(&photo);
+    let mut faces = engine.faces(&photo);
     let count = u32::try_from(faces.len()).unwrap_or(u32::MAX);
-    let face = match (faces.len(), task.several_faces) {
+    // (face, its sample key): one face under the image's key, or every face under its own.
+    let keep: Vec<(&crate::engine::Face, String)> = match (faces.len(), task.several_faces) {
         (0, _) => return Ok(ImageResult::NoFace),
-        (1, _) | (_, SeveralFaces::Largest) => crate::engine::largest(&faces),
+        (_, SeveralFaces::All) => {
+            faces.sort_by(face_order);
+            faces
+                .iter()
+                .enumerate()
+                .map(|(i, face)| (face, face_sample_key(&img.sample_key, i)))
+                .collect()
+        }
+        (1, _) | (_, SeveralFaces::Largest) => crate::engine::largest(&faces)
+            .map(|face| (face, img.sample_key.clone()))
+            .into_iter()
+            .collect(),
         (_, SeveralFaces::Skip) => return Ok(ImageResult::Several(count)),
     };
-    let Some(face) = face else {
+    if keep.is_empty() {
         return Ok(ImageResult::NoFace);
-    };
-    let crop = engine.align(&photo, face);
-    let jpeg = encode_crop(&crop)?;
-    Ok(ImageResult::Face {
-        meta: SampleMeta {
-            key: img.sample_key.clone(),
+    }
+    let mut samples = Vec::with_capacity(keep.len());
+    for (face, key) in keep {
+        let crop = engine.align(&photo, face);
+        let jpeg = encode_crop(&crop)?;
+        let meta = SampleMeta {
+            key,
             identity: img.input.identity.clone(),
             label: img.input.label,
             source: img.input.key.clone(),
@@ -609,8 +629,11 @@ fn one_image(
             score: face.score,
             found_by: face.found_by,
             alignment: task.alignment,
-        },
-        jpeg,
+        };
+        samples.push((meta, jpeg));
+    }
+    Ok(ImageResult::Faces {
+        samples,
         faces: count,
     })
 }

@@ -79,6 +79,7 @@ pub fn write_orl_dataset(
                 shard: Some(shard_rel.clone()),
                 found_by: Some(FoundBy::WholeImage),
                 faces_found: Some(1),
+                more_samples: Vec::new(),
             });
             count += 1;
         }

@@ -43,8 +43,14 @@ pub(super) async fn merge(
         };
         match first_of.get(&sha) {
             Some(first) if r.outcome != Outcome::Duplicate => {
-                if let (Some(shard), Some(sample)) = (r.shard.take(), r.sample.take()) {
-                    drop.entry(shard).or_default().insert(sample);
+                let keys: Vec<String> = r
+                    .sample
+                    .take()
+                    .into_iter()
+                    .chain(std::mem::take(&mut r.more_samples))
+                    .collect();
+                if let Some(shard) = r.shard.take() {
+                    drop.entry(shard).or_default().extend(keys);
                 }
                 r.outcome = Outcome::Duplicate;
                 r.reason = Some(format!("same bytes as {first}"));
@@ -104,7 +110,7 @@ pub(super) async fn merge(
     let mut faces: HashMap<&str, u32> = HashMap::new();
     for r in &records {
         if r.outcome == Outcome::Ok {
-            *faces.entry(r.identity.as_str()).or_default() += 1;
+            *faces.entry(r.identity.as_str()).or_default() += r.sample_count().max(1);
         }
     }
     let identities = raw

@@ -7,7 +7,7 @@ use super::PrepareConfig;
 use crate::dataset::layout::{self, RawDataset};
 use crate::error::{Error, Result};
 use crate::fanout::protocol::{
-    job_key, sample_key, shard_key, valid_job_id, JobFile, JobSpec, TaskDescriptor, TaskImage,
+    input_sample_key, job_key, shard_key, valid_job_id, JobFile, JobSpec, TaskDescriptor, TaskImage,
 };
 use crate::storage::{self, Location, Storage};
 
@@ -46,9 +46,10 @@ pub(super) async fn plan_job(
     input_loc: &Location,
     config: &PrepareConfig,
 ) -> Result<JobPlan> {
-    let raw = layout::list(input, config.min_images_per_identity).await?;
+    let raw = layout::list_layout(input, config.layout, config.min_images_per_identity).await?;
     let spec = JobSpec {
         input: input_loc.to_string(),
+        layout: config.layout,
         detector: config.detector,
         alignment: config.alignment,
         several_faces: config.several_faces,
@@ -110,7 +111,7 @@ fn partition(job: &str, spec: &JobSpec, raw: &RawDataset) -> Vec<TaskDescriptor>
                     .enumerate()
                     .map(|(j, img)| TaskImage {
                         input: img.clone(),
-                        sample_key: sample_key(i * size + j, &img.identity),
+                        sample_key: input_sample_key(i * size + j, img, spec.layout),
                     })
                     .collect(),
             }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::dispatch::Outcomes;
 use super::plan::JobPlan;
 use super::PrepareConfig;
+use crate::dataset::layout::Layout;
 use crate::dataset::{JobSummary, Manifest, Outcome};
 use crate::storage::Location;
 
@@ -31,6 +32,9 @@ pub struct PrepareReport {
     /// Worker invocations in this run, retries included.
     pub attempts: u32,
     pub retries: u32,
+    /// How the input was laid out (absent from the JSON when labelled).
+    #[serde(default, skip_serializing_if = "Layout::is_labelled")]
+    pub layout: Layout,
     /// Input images (every one has an outcome).
     pub images: u32,
     /// Images processed by workers in this run.
@@ -123,9 +127,15 @@ impl Finished<'_> {
                 .collect(),
             attempts,
             retries: attempts.saturating_sub(u32::try_from(fresh.len()).unwrap_or(u32::MAX)),
+            layout: plan.spec.layout,
             images: plan.image_count(),
             images_this_run,
-            faces: counts.get(&Outcome::Ok).copied().unwrap_or(0),
+            faces: manifest
+                .records
+                .iter()
+                .filter(|r| r.outcome == Outcome::Ok)
+                .map(|r| r.sample_count().max(1))
+                .sum(),
             outcomes: counts.iter().map(|(o, n)| (o.to_string(), *n)).collect(),
             identities: u32::try_from(plan.raw.identities.len()).unwrap_or(u32::MAX),
             skipped_identities: plan.raw.skipped_identities,
