@@ -609,7 +609,9 @@ fn print_summary(f: &ClustersFile, path: &Path) {
         "threshold {:.4} (cosine distance; {})",
         f.threshold.cosine_distance, f.threshold.source
     );
-    for (i, g) in f.groups.iter().enumerate().take(20) {
+    // The 20 largest, and every named group wherever it ranks.
+    let shown = |i: usize, g: &GroupOut| i < 20 || g.suggested_name.is_some();
+    for (i, g) in f.groups.iter().enumerate().filter(|(i, g)| shown(*i, g)) {
         println!(
             "  group {:>3}: {:>4} faces  {}  {}",
             i + 1,
@@ -620,8 +622,14 @@ fn print_summary(f: &ClustersFile, path: &Path) {
             g.sheet
         );
     }
-    if f.groups.len() > 20 {
-        println!("  … {} more in clusters.json", f.groups.len() - 20);
+    let hidden = f
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(i, g)| !shown(*i, g))
+        .count();
+    if hidden > 0 {
+        println!("  … {hidden} more in clusters.json");
     }
     let mut reasons: HashMap<String, usize> = HashMap::new();
     for u in &f.unclustered {
