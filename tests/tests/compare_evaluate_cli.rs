@@ -159,6 +159,18 @@ fn evaluate_with_an_lfw_pairs_file() {
     // Two folds, as the header says.
     assert_eq!(r["accuracy"]["folds"], 2);
     assert_eq!(r["roc_auc"], 1.0);
-    // 6 different pairs cannot calibrate FAR 1e-3 (nor fit a tail): best accuracy.
-    assert_eq!(r["calibration"]["method"], "best_accuracy");
+    // 6 different pairs cannot resolve FAR 1e-3: calibrated at 1/6, one false accept.
+    let c = &r["calibration"];
+    assert_eq!(c["method"], "smallest_resolvable");
+    assert_eq!(c["resolvable"], false);
+    assert_eq!(c["impostor_pairs"], 6);
+    assert!(
+        (c["calibrated_far"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-12,
+        "{c}"
+    );
+    assert!(
+        (c["achieved_far"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-12,
+        "{c}"
+    );
+    assert!(c["people_needed"].as_u64().unwrap() > 2, "{c}");
 }
