@@ -252,16 +252,17 @@ pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     };
     let mut options = ClusterOptions::new(threshold.cosine_distance);
     options.min_group_size = args.min_group_size;
-    let photos: Vec<String> = faces.iter().map(|f| f.photo.clone()).collect();
-    if args.no_photo_constraint {
-        for f in &mut faces {
-            f.photo.clone_from(&f.id);
-        }
-    }
+    // The ablation gives every face a photo of its own, and puts the photos back after.
+    let photos: Option<Vec<String>> = args.no_photo_constraint.then(|| {
+        faces
+            .iter_mut()
+            .map(|f| std::mem::replace(&mut f.photo, f.id.clone()))
+            .collect()
+    });
     let started = Instant::now();
     let grouping = group(&faces, &anchors, &decisions, &options, &gate)?;
     let grouping_s = started.elapsed().as_secs_f64();
-    for (f, photo) in faces.iter_mut().zip(photos) {
+    for (f, photo) in faces.iter_mut().zip(photos.into_iter().flatten()) {
         f.photo = photo;
     }
     let scores = match &args.truth {
@@ -286,7 +287,7 @@ pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every enrolled person of the deployment as an anchor, with normalised embeddings.
+/// Every enrolled person of the deployment as an anchor (the grouping normalises).
 fn anchors_of(live: &Live) -> Vec<Anchor> {
     let g = &live.gallery;
     let dim = g.dim();
@@ -303,7 +304,7 @@ fn anchors_of(live: &Live) -> Vec<Anchor> {
             anchors.get_mut(person as usize),
             g.data().get(row * dim..(row + 1) * dim),
         ) {
-            a.embeddings.push(normalised(e));
+            a.embeddings.push(e.to_vec());
         }
     }
     anchors.retain(|a| !a.embeddings.is_empty());
@@ -343,11 +344,6 @@ fn cosine_threshold(
             }
         }
     }
-}
-
-fn normalised(e: &[f32]) -> Vec<f32> {
-    let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    e.iter().map(|x| x / norm).collect()
 }
 
 /// Embedding batch: the size the gallery builder uses.
@@ -394,7 +390,8 @@ fn embed_faces(
         let embeddings = recognizer.embed(&images)?;
         for ((sample, crop), e) in pending.drain(..).zip(embeddings) {
             square_norms += e.iter().map(|x| f64::from(x * x)).sum::<f64>();
-            out.faces.push(face_record(&sample, &crop, normalised(&e)));
+            // Raw: the grouping normalises each embedding itself.
+            out.faces.push(face_record(&sample, &crop, e));
             out.crops.insert(sample.meta.key.clone(), crop);
         }
         Ok(())
