@@ -1,5 +1,6 @@
-//! The crate's error type. Every variant is bad input the caller must fix; a single bad
-//! face is never an error (it goes to `unclustered` with a reason instead).
+//! The crate's error type. Every variant is bad input the caller must fix (or a file it
+//! cannot read or write); a single bad face is never an error (it goes to `unclustered`
+//! with a reason instead).
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -15,4 +16,8 @@ pub enum Error {
     /// dimension, not finite, zero): the deployment and the model disagree.
     #[error("anchor {name:?}: {reason}")]
     BadAnchor { name: String, reason: String },
+    /// A file of the output folder could not be read or written, or is not what
+    /// `facepipe cluster` writes there.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
 }

@@ -55,6 +55,9 @@ pub enum Reason {
     BadEmbedding,
     /// Its group ended smaller than `min_group_size` and has no name.
     SmallGroup,
+    /// A reviewer took it out of its group since the last run ("not this person"); the
+    /// next run may group it elsewhere. Only in the review view ([`crate::review`]).
+    Removed,
 }
 
 impl From<QualityIssue> for Reason {

@@ -40,6 +40,8 @@
 //! - `agglomerate`: constrained agglomerative clustering (nearest-neighbour chains).
 //! - [`grouping`]: the output (groups, unclustered faces, conflicting decisions).
 //! - [`score`]: pairwise and BCubed precision/recall against labelled faces.
+//! - [`output`]: the files of an output folder (`clusters.json`, `decisions.json`).
+//! - [`review`]: the reviewer's view: the output with the decisions made since applied.
 //!
 //! Cost, for `n` points (faces and anchor embeddings) of dimension `dim` and `E` pairs
 //! under the threshold: O(n²·dim) time for the threshold graph, tiled and split over the
@@ -56,7 +58,9 @@ pub mod error;
 pub mod group;
 pub mod grouping;
 pub mod options;
+pub mod output;
 pub mod record;
+pub mod review;
 pub mod score;
 mod vector;
 
@@ -65,5 +69,6 @@ pub use error::{Error, Result};
 pub use group::group;
 pub use grouping::{Conflict, Group, Grouping, Reason, Unclustered};
 pub use options::{ClusterOptions, Linkage};
+pub use output::{ClustersFile, FaceOut, GroupOut, ThresholdUsed, TruthScores};
 pub use record::{Anchor, FaceRecord, Quality, QualityGate, QualityIssue};
 pub use score::{bcubed, pairwise_precision_recall, Scores};

@@ -38,6 +38,7 @@ use crate::live::{Identification, Live, LoadOptions, Verification, DEFAULT_MAX_F
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::request::{self, Cancel, CancelOnDrop};
+use crate::review::{routes as review, Review};
 use crate::web;
 
 /// Service settings resolved from flags and environment.
@@ -133,6 +134,8 @@ pub struct AppState {
     metrics: Metrics,
     /// Gallery edits of this process, one at a time, in tasks of their own (see [`crate::edits`]).
     edits: EditQueue,
+    /// The clustering result under review (`--review OUT`), if any.
+    review: std::sync::OnceLock<Arc<Review>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -178,6 +181,7 @@ impl AppState {
             config,
             metrics,
             edits: EditQueue::default(),
+            review: std::sync::OnceLock::new(),
         })
     }
 
@@ -208,9 +212,25 @@ impl AppState {
         &self.uploads
     }
 
+    /// Hold `review` for the review routes; false when one is held already.
+    pub fn hold_review(&self, review: Review) -> bool {
+        self.review.set(Arc::new(review)).is_ok()
+    }
+
+    /// The clustering result under review, or the 404 that says how to hold one.
+    pub fn review(&self) -> Result<Arc<Review>> {
+        self.review.get().cloned().ok_or_else(|| {
+            Error::NoReview(
+                "this service holds no clustering result: run `facepipe cluster PHOTOS OUT`, then \
+                 start the service with `--review OUT`"
+                    .into(),
+            )
+        })
+    }
+
     /// Run `work` for the current request on the blocking pool (it must hold a slot) and
     /// count internal failures for `/readyz`.
-    async fn infer<T: Send + 'static>(
+    pub(crate) async fn infer<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Cancel) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -303,6 +323,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/people/{name}", delete(remove_person))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // The reviewed collection's faces are private: every review route needs the key.
+    let reviewed = Router::new()
+        .route("/v1/review/name", post(review::name))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        .route("/v1/review", get(review::show))
+        .route("/v1/review/faces/{face}", get(review::face))
+        .route("/v1/review/merge", post(review::merge))
+        .route("/v1/review/remove", post(review::remove))
+        .route("/v1/review/ignore", post(review::ignore))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     let mut open = Router::new()
         .route("/v1/identify", post(identify))
         .route("/v1/verify", post(verify))
@@ -320,6 +350,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(web::routes());
     Router::new()
         .merge(keyed)
+        .merge(reviewed)
         .merge(open)
         .merge(ops)
         .fallback(not_found)
@@ -770,7 +801,7 @@ pub struct Edited {
     pub deployment: u32,
 }
 
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let trimmed = name.trim();
     if trimmed.is_empty()
         || name.len() > 200
@@ -802,15 +833,29 @@ async fn enroll(
                 "send one or more photos as multipart fields `image`".into(),
             ));
         }
+        let at = match upload.fields.get("box") {
+            Some(text) if upload.images.len() == 1 => Some(parse_box(text)?),
+            Some(_) => {
+                return Err(Error::BadRequest(
+                    "`box` picks a face of one photo: send exactly one photo with it".into(),
+                ))
+            }
+            None => None,
+        };
         let live = st.live();
         let limits = st.config.limits.clone();
+        let max_faces = st.config.max_faces;
         st.infer(move |cancel| {
             let embeddings = upload
                 .images
                 .iter()
                 .enumerate()
                 .map(|(i, (_, bytes))| {
-                    live.embed_largest_within(bytes, &limits, &format!("photo #{}", i + 1), cancel)
+                    let what = format!("photo #{}", i + 1);
+                    match &at {
+                        Some(at) => live.embed_at_within(bytes, &limits, at, max_faces, cancel),
+                        None => live.embed_largest_within(bytes, &limits, &what, cancel),
+                    }
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok((embeddings, live.recognizer.model().clone()))
@@ -833,6 +878,26 @@ async fn enroll(
     };
     let edited = crate::edits::submit(state, edit).await?;
     Ok((StatusCode::CREATED, Json(edited)))
+}
+
+/// `box` of an enroll: `x,y,width,height` in photo pixels, as `/v1/identify` answers it.
+fn parse_box(text: &str) -> Result<facepipe_pipeline::BBox> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "`box` must be four numbers `x,y,width,height` (a face's box from /v1/identify), \
+             not {text:?}"
+        ))
+    };
+    let values = text
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|_| bad()))
+        .collect::<Result<Vec<f32>>>()?;
+    match values[..] {
+        [x, y, w, h] if values.iter().all(|v| v.is_finite()) && w > 0.0 && h > 0.0 => {
+            Ok(facepipe_pipeline::BBox::new(x, y, w, h))
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// Remove a person from the current deployment (see [`enroll`] for how it is published).

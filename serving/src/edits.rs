@@ -1,4 +1,4 @@
-//! Gallery edits at run time (enroll, delete) that never lose an accepted change.
+//! Gallery edits at run time (enroll, delete, and the review's names and removals) that never lose an accepted change.
 //!
 //! An edit is derived from the deployment the registry's `CURRENT` names — not from the
 //! gallery this server holds in memory, which may be older (a `facepipe deploy`, another
@@ -21,10 +21,17 @@ use crate::deployment::{now_rfc3339, Bundle, ModelRef};
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
 
-/// The routes whose answer waits for a publish (enroll, delete). The request timeout does
+/// The routes whose answer waits for a publish (enroll, delete, review name/remove/ignore).
+/// The request timeout does
 /// not cut them: they bound reading and embedding by the deadline themselves, and a publish,
 /// once started, is answered with its outcome.
-const EDIT_ROUTES: [&str; 2] = ["/v1/people/{name}/faces", "/v1/people/{name}"];
+const EDIT_ROUTES: [&str; 5] = [
+    "/v1/people/{name}/faces",
+    "/v1/people/{name}",
+    "/v1/review/name",
+    "/v1/review/remove",
+    "/v1/review/ignore",
+];
 
 /// Whether `route` (axum's matched path) answers only after a publish's outcome is known.
 pub fn waits_for_publish(route: &str) -> bool {
@@ -43,12 +50,29 @@ pub enum Edit {
     },
     /// Remove `person` and all their embeddings.
     Remove { person: String },
+    /// Add reviewed faces to `person`, each once: a face whose source (see
+    /// [`crate::review::face_source`]) `person` already has is skipped.
+    EnrollFaces {
+        person: String,
+        /// (source, embedding) of every face.
+        faces: Vec<(String, Vec<f32>)>,
+        model: ModelRef,
+    },
+    /// Remove the embeddings of `person` that came from `sources` (faces a reviewer took
+    /// out); a person left with none is removed.
+    RemoveFaces {
+        person: String,
+        sources: Vec<String>,
+    },
 }
 
 impl Edit {
     fn person(&self) -> &str {
         match self {
-            Edit::Enroll { person, .. } | Edit::Remove { person } => person,
+            Edit::Enroll { person, .. }
+            | Edit::Remove { person }
+            | Edit::EnrollFaces { person, .. }
+            | Edit::RemoveFaces { person, .. } => person,
         }
     }
 
@@ -62,16 +86,7 @@ impl Edit {
                 source,
                 model,
             } => {
-                if base.info.model != *model {
-                    // The photos were embedded by another network than the one CURRENT
-                    // uses now (a new deployment arrived meanwhile): their embeddings would
-                    // not compare.
-                    return Err(Error::Conflict(format!(
-                        "a deployment with another model (v{:04}) was published while the photos \
-                         were processed: send them again",
-                        base.info.version
-                    )));
-                }
+                same_model(base, model)?;
                 let mut gallery = base.gallery.clone();
                 gallery.add(person, embeddings, source)?;
                 Ok((
@@ -89,8 +104,60 @@ impl Edit {
                 })?;
                 Ok((derived(base, gallery, format!("delete {person}")), faces))
             }
+            Edit::EnrollFaces {
+                person,
+                faces,
+                model,
+            } => {
+                same_model(base, model)?;
+                let known = sources_of(&base.gallery, person);
+                let mut gallery = base.gallery.clone();
+                let mut added = 0;
+                for (source, embedding) in faces.iter().filter(|(s, _)| !known.contains(s)) {
+                    gallery.add(person, std::slice::from_ref(embedding), source)?;
+                    added += 1;
+                }
+                Ok((derived(base, gallery, format!("name {person}")), added))
+            }
+            Edit::RemoveFaces { person, sources } => {
+                let gallery = base
+                    .gallery
+                    .without_rows(|p, s| p == person && sources.iter().any(|x| x == s));
+                let removed = base.gallery.len() - gallery.len();
+                Ok((
+                    derived(base, gallery, format!("not {person}: {removed} faces")),
+                    removed,
+                ))
+            }
         }
     }
+}
+
+/// Embeddings of another network than the one CURRENT uses now (a new deployment arrived
+/// while the photos were processed) would not compare: refused.
+fn same_model(base: &Bundle, model: &ModelRef) -> Result<()> {
+    if base.info.model == *model {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "a deployment with another model (v{:04}) was published while the photos were \
+         processed: send them again",
+        base.info.version
+    )))
+}
+
+/// The sources of `person`'s embeddings in `gallery`.
+pub fn sources_of(gallery: &Gallery, person: &str) -> std::collections::HashSet<String> {
+    let Some(index) = gallery.person_index(person) else {
+        return Default::default();
+    };
+    gallery
+        .row_person()
+        .iter()
+        .zip(gallery.sources())
+        .filter(|(&p, _)| p as usize == index)
+        .map(|(_, s)| s.clone())
+        .collect()
 }
 
 /// A bundle with `gallery` in place of `base`'s; the registry sets version and parent.

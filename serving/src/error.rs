@@ -28,6 +28,9 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The service holds no clustering result to review (started without `--review`).
+    #[error("{0}")]
+    NoReview(String),
     /// The request raced a change published meanwhile and must be sent again.
     #[error("{0}")]
     Conflict(String),
@@ -89,7 +92,7 @@ impl Error {
             Error::NoFace(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::NoReview(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::NotReady(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,6 +116,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::NoReview(_) => "no_review",
             Error::Conflict(_) => "conflict",
             Error::BodyTimeout(_) => "body_timeout",
             Error::NotReady(_) => "not_ready",

@@ -34,6 +34,8 @@
 //! - [`api`]: the axum router, auth, limits, timeouts; [`metrics`]: Prometheus text.
 //! - [`admission`]: bounded inference slots, a bounded wait queue, 503 + `Retry-After`;
 //!   [`request`]: request ids and the deadline that stops a request's work.
+//! - [`review`]: a `facepipe cluster` result held for review (`--review OUT`), and its
+//!   routes: name (enrolls), merge, "not this person", ignore.
 //! - [`web`]: the page at `/`; [`server`]: TLS, graceful shutdown, the registry watcher.
 
 pub mod admission;
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod request;
+pub mod review;
 pub mod server;
 /// Test fixtures shared by the crate's unit tests, serving/tests and tests/tests (feature `test-support`).
 #[cfg(any(test, feature = "test-support"))]

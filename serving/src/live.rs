@@ -272,6 +272,36 @@ impl Live {
         }
     }
 
+    /// The embedding of the face at `at` (the box `/v1/identify` gave it) among the largest
+    /// `max_faces` faces of an encoded photo: the one overlapping `at` most, which must
+    /// cover at least half of their union. Stops between stages once `cancel` fires.
+    pub fn embed_at_within(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        at: &BBox,
+        max_faces: usize,
+        cancel: &Cancel,
+    ) -> Result<Vec<f32>> {
+        let image = decode(bytes, limits)?;
+        cancel.check()?;
+        let found = self.recognizer.faces_capped(&image, max_faces, cancel)?;
+        found
+            .faces
+            .into_iter()
+            .map(|(face, e)| (face.bbox.iou(at), e))
+            .filter(|(iou, _)| *iou >= MIN_BOX_OVERLAP)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, e)| e)
+            .ok_or_else(|| {
+                Error::NoFace(format!(
+                    "no face found at the box [{:.0}, {:.0}, {:.0}, {:.0}] of this photo: send \
+                     the box /v1/identify gave for the face",
+                    at.x, at.y, at.width, at.height
+                ))
+            })
+    }
+
     /// Compare the largest face of two photos.
     pub fn verify_images(
         &self,
@@ -324,6 +354,9 @@ impl Live {
 }
 
 /// Decode with the pipeline's limits, refusing empty bodies with a clear message.
+/// Smallest intersection over union between an enroll's `box` and the face it picks.
+const MIN_BOX_OVERLAP: f32 = 0.5;
+
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(Error::BadImage(

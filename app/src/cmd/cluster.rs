@@ -10,8 +10,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use facepipe_cluster::output::{CLUSTERS_FILE, DECISIONS_FILE, FACES_DIR};
 use facepipe_cluster::{
-    group, Anchor, ClusterOptions, Decisions, FaceRecord, Grouping, Quality, QualityGate,
+    group, Anchor, ClusterOptions, ClustersFile, Decisions, FaceOut, FaceRecord, GroupOut,
+    Grouping, Quality, QualityGate, ThresholdUsed, TruthScores,
 };
 use facepipe_pipeline::dataset::Layout;
 use facepipe_pipeline::dataset::{Manifest, Sample};
@@ -22,7 +24,6 @@ use facepipe_serving::model::LoadedModel;
 use facepipe_serving::{Live, LoadOptions, ModelRef, Registry};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
 use super::prepare::{self, FanoutArgs, JobShape};
 use crate::common::GlobalArgs;
@@ -97,69 +98,6 @@ pub struct ClusterArgs {
     pub fanout: FanoutArgs,
 }
 
-/// `clusters.json`.
-#[derive(Debug, Serialize)]
-pub struct ClustersFile {
-    pub photos: String,
-    pub model: String,
-    /// The deployment version whose model and people were used.
-    pub deployment: Option<u32>,
-    pub threshold: ThresholdUsed,
-    pub gate: QualityGate,
-    /// Photos listed, and how each ended (ok, no_face, unreadable, ...).
-    pub photo_count: usize,
-    pub photo_outcomes: HashMap<String, usize>,
-    pub face_count: usize,
-    pub groups: Vec<GroupOut>,
-    pub unclustered: Vec<FaceOut>,
-    pub conflicts: Vec<facepipe_cluster::Conflict>,
-    /// Seconds the grouping step took (after embedding).
-    pub grouping_s: f64,
-    /// The grouping against `--truth`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scores: Option<TruthScores>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TruthScores {
-    /// Faces the truth names (photos holding exactly one face).
-    pub labelled_faces: usize,
-    pub people: usize,
-    pub pairwise: facepipe_cluster::Scores,
-    pub bcubed: facepipe_cluster::Scores,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ThresholdUsed {
-    /// Cosine distance of L2-normalised embeddings.
-    pub cosine_distance: f32,
-    /// Where it came from.
-    pub source: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct GroupOut {
-    pub key: String,
-    pub suggested_name: Option<String>,
-    pub size: usize,
-    pub representative: String,
-    /// The contact sheet, relative to OUT.
-    pub sheet: String,
-    pub members: Vec<FaceOut>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FaceOut {
-    /// The face's sample key in faces/.
-    pub face: String,
-    pub photo: String,
-    /// `[x, y, width, height]` in photo pixels.
-    pub bbox: [f32; 4],
-    pub quality: Quality,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<facepipe_cluster::Reason>,
-}
-
 pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.min_group_size >= 1,
@@ -173,7 +111,7 @@ pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;
-    let faces_dir = args.out.join("faces");
+    let faces_dir = args.out.join(FACES_DIR);
 
     // 1. Every face of every photo, through the prepare fan-out.
     let shape = JobShape {
@@ -243,7 +181,7 @@ pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let decisions_path = args
         .decisions
         .clone()
-        .unwrap_or_else(|| args.out.join("decisions.json"));
+        .unwrap_or_else(|| args.out.join(DECISIONS_FILE));
     let decisions = read_decisions(&decisions_path, args.decisions.is_some())?;
     let gate = QualityGate {
         min_det_score: args.min_score,
@@ -276,7 +214,7 @@ pub fn run(global: &GlobalArgs, args: ClusterArgs) -> anyhow::Result<ExitCode> {
     );
     file.scores = scores;
     write_sheets(&args.out, &file, &crops)?;
-    let path = args.out.join("clusters.json");
+    let path = args.out.join(CLUSTERS_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&file)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     if args.json {
@@ -432,16 +370,12 @@ fn face_record(sample: &Sample, crop: &RgbImage, embedding: Vec<f32>) -> FaceRec
 }
 
 fn read_decisions(path: &Path, explicit: bool) -> anyhow::Result<Decisions> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not a decisions file (fix or remove it to start over)",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Decisions::default()),
-        Err(e) => Err(e).with_context(|| format!("reading the decisions {}", path.display())),
-    }
+    anyhow::ensure!(
+        !explicit || path.is_file(),
+        "the decisions file {} does not exist",
+        path.display()
+    );
+    Ok(Decisions::load(path)?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,7 @@ use facepipe_serving::{
 };
 
 use crate::common::{parse_device, read_secret_file, GlobalArgs};
+use facepipe_serving::review::Review;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -28,6 +29,11 @@ pub struct ServeArgs {
         value_name = "DIR|s3://BUCKET/PREFIX"
     )]
     pub registry: String,
+    /// Hold the output folder of `facepipe cluster` for review: the page's People view
+    /// shows its groups, and naming one enrolls its faces. Needs the API key; every review
+    /// action is recorded in OUT/decisions.json for the next `facepipe cluster` run.
+    #[arg(long, value_name = "OUT")]
+    pub review: Option<PathBuf>,
     #[command(flatten)]
     pub service: ServiceArgs,
 }
@@ -278,8 +284,29 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     args.service.serve_options()?;
     let registry = args.service.open_registry(&args.registry)?;
     let load = args.service.load_options(global)?;
+    anyhow::ensure!(
+        args.review.is_none() || config.api_key.is_some(),
+        "--review shows the collection's faces and enrolls people, so it needs an API key: \
+         add --api-key-file FILE (or set FACEPIPE_API_KEY)"
+    );
+    let review = match &args.review {
+        Some(out) => Some(
+            Review::open(out)
+                .with_context(|| format!("reading the clustering result in {}", out.display()))?,
+        ),
+        None => None,
+    };
     let state = AppState::load(registry, load, config)
         .with_context(|| format!("loading the current deployment of {}", args.registry))?;
+    if let Some(review) = review {
+        let (faces, groups) = review.counts();
+        println!(
+            "reviewing {}: {faces} faces in {groups} groups (the page's People view; \
+             decisions go to its decisions.json)",
+            review.dir().display()
+        );
+        state.hold_review(review);
+    }
     serve_blocking(state, &args.service)?;
     Ok(ExitCode::SUCCESS)
 }

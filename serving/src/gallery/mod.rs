@@ -264,22 +264,36 @@ impl Gallery {
 
     /// A copy without `name`; `None` when nobody of that name is enrolled.
     pub fn without(&self, name: &str) -> Option<Gallery> {
-        let gone = self.person_index(name)?;
-        let mut g = Gallery::empty(self.kind, self.dim);
-        g.people = self
-            .people
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != gone)
-            .map(|(_, p)| p.clone())
+        self.person_index(name)?;
+        Some(self.without_rows(|person, _| person == name))
+    }
+
+    /// A copy without the rows for which `drop(person, source)` holds; people left with
+    /// no row are gone too.
+    pub fn without_rows(&self, drop: impl Fn(&str, &str) -> bool) -> Gallery {
+        let kept: Vec<usize> = (0..self.len())
+            .filter(|&row| {
+                !drop(
+                    &self.people[self.row_person[row] as usize],
+                    &self.sources[row],
+                )
+            })
             .collect();
-        for (row, &p) in self.row_person.iter().enumerate() {
-            let p = p as usize;
-            if p == gone {
-                continue;
+        // Old person index -> new one, for the people who keep a row (in their old order).
+        let mut renumber: Vec<Option<u32>> = vec![None; self.people.len()];
+        for &row in &kept {
+            renumber[self.row_person[row] as usize] = Some(0);
+        }
+        let mut g = Gallery::empty(self.kind, self.dim);
+        for (old, slot) in renumber.iter_mut().enumerate() {
+            if slot.is_some() {
+                *slot = Some(g.people.len() as u32);
+                g.people.push(self.people[old].clone());
             }
-            // People after the removed one shift down by one.
-            g.row_person.push(if p > gone { p - 1 } else { p } as u32);
+        }
+        for row in kept {
+            let person = renumber[self.row_person[row] as usize].unwrap_or_default();
+            g.row_person.push(person);
             g.sources.push(self.sources[row].clone());
             g.data
                 .extend_from_slice(&self.data[row * self.dim..(row + 1) * self.dim]);
@@ -288,7 +302,7 @@ impl Gallery {
             }
             g.quant.copy_row(&self.quant, row);
         }
-        Some(g)
+        g
     }
 
     /// Distance of `query` to every row (same order as the rows).
@@ -765,5 +779,24 @@ mod tests {
         let top = without.search(&row7, 1);
         assert_eq!(without.people()[top[0].person], owner);
         assert!(g.without("nobody").is_none());
+    }
+
+    #[test]
+    fn dropping_rows_by_source_keeps_the_rest_and_drops_emptied_people() {
+        let mut g = Gallery::empty(DistanceKind::Cosine, 2);
+        g.add("ann", &[vec![1.0, 0.0]], "review:a1").unwrap();
+        g.add("bob", &[vec![0.0, 1.0]], "review:b1").unwrap();
+        g.add("ann", &[vec![0.9, 0.1]], "review:a2").unwrap();
+        let without = g.without_rows(|p, s| p == "ann" && s == "review:a1");
+        assert_eq!(without.people(), ["ann", "bob"]);
+        assert_eq!(without.sources(), ["review:b1", "review:a2"]);
+        assert_eq!(without.counts(), [1, 1]);
+        let top = without.search(&[0.9, 0.1], 1);
+        assert_eq!(without.people()[top[0].person], "ann");
+        // Bob's only row gone: Bob is gone, Ann's rows now belong to person 0.
+        let no_bob = g.without_rows(|_, s| s == "review:b1");
+        assert_eq!(no_bob.people(), ["ann"]);
+        assert_eq!(no_bob.row_person(), [0, 0]);
+        assert_eq!(no_bob.quant.scale.len(), 2);
     }
 }
