@@ -47,7 +47,7 @@ pub fn view(file: &ClustersFile, decisions: &Decisions) -> ClustersFile {
         }
     }
     // Largest first, as the grouping orders them (a stable sort keeps ties in place).
-    out.groups.sort_by(|a, b| b.size.cmp(&a.size));
+    out.groups.sort_by_key(|g| std::cmp::Reverse(g.size));
     out
 }
 

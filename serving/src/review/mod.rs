@@ -49,8 +49,11 @@ struct Loaded {
     stamp: Stamp,
     file: Arc<ClustersFile>,
     /// The stored JPEG of every face (about 6 KB each).
-    crops: Arc<HashMap<String, Bytes>>,
+    crops: Crops,
 }
+
+/// The stored JPEG of every face, by face id.
+type Crops = Arc<HashMap<String, Bytes>>;
 
 /// When `clusters.json` last changed, and its length (a re-run rewrites it).
 type Stamp = Option<(SystemTime, u64)>;
@@ -88,7 +91,7 @@ impl Review {
 
     /// `clusters.json` and the crops, reloaded first when a re-run has rewritten it.
     /// Blocking.
-    fn current(&self) -> Result<(Arc<ClustersFile>, Arc<HashMap<String, Bytes>>)> {
+    fn current(&self) -> Result<(Arc<ClustersFile>, Crops)> {
         let now = stamp(&self.dir.join(facepipe_cluster::output::CLUSTERS_FILE));
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if now != loaded.stamp {
