@@ -321,4 +321,47 @@ mod tests {
         };
         assert!(matches!(other.apply_to(&base()), Err(Error::Conflict(_))));
     }
+
+    #[test]
+    fn reviewed_faces_are_enrolled_once_and_taken_out_by_source() {
+        let faces = |ids: &[&str]| -> Vec<(String, Vec<f32>)> {
+            ids.iter()
+                .map(|f| (crate::review::face_source(f), vec![0.0, 1.0]))
+                .collect()
+        };
+        let name = |ids: &[&str]| Edit::EnrollFaces {
+            person: "bob".into(),
+            faces: faces(ids),
+            model: ModelRef::pretrained(),
+        };
+        let (b, n) = name(&["f1", "f2"]).apply_to(&base()).unwrap();
+        assert_eq!((n, b.gallery.counts()), (2, vec![2, 2]));
+        assert_eq!(b.info.reason, "name bob");
+        // Named again with one more face: only the new one is added.
+        let (b, n) = name(&["f1", "f2", "f3"]).apply_to(&b).unwrap();
+        assert_eq!((n, b.gallery.counts()), (1, vec![2, 3]));
+
+        let out = |sources: &[&str]| Edit::RemoveFaces {
+            person: "bob".into(),
+            sources: sources
+                .iter()
+                .map(|f| crate::review::face_source(f))
+                .collect(),
+        };
+        let (b, n) = out(&["f2"]).apply_to(&b).unwrap();
+        assert_eq!((n, b.gallery.counts()), (1, vec![2, 2]));
+        // Ada's rows have other sources: untouched. Bob's last rows gone: Bob is gone.
+        let (b, n) = out(&["f1", "f3"]).apply_to(&b).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(b.gallery.people(), ["ada"]);
+        let other = Edit::EnrollFaces {
+            person: "bob".into(),
+            faces: faces(&["f9"]),
+            model: ModelRef::Artifact {
+                sha256: "cd".repeat(32),
+                source: "elsewhere".into(),
+            },
+        };
+        assert!(matches!(other.apply_to(&b), Err(Error::Conflict(_))));
+    }
 }

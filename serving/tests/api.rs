@@ -638,3 +638,36 @@ async fn readyz_names_the_model_without_paths() {
     assert!(!text.contains(models.root().to_str().unwrap()), "{text}");
     assert!(ready["inference_slots"].as_u64().unwrap() >= 1, "{ready}");
 }
+
+#[tokio::test]
+async fn review_routes_need_the_key_and_say_how_to_hold_a_review() {
+    let (state, _dir) = fake_state_with(keyed_config(), Duration::ZERO);
+    let get = |key: Option<&str>| {
+        let mut req = Request::get("/v1/review");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let (status, _) = send(&state, get(None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&state, get(Some("wrong"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, answer) = send(&state, get(Some(API_KEY))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["code"], "no_review");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--review OUT"),
+        "{answer}"
+    );
+    let req = Request::post("/v1/review/name")
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .body(Body::from(r#"{"group": "g", "name": "Ann"}"#))
+        .unwrap();
+    let (status, answer) = send(&state, req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["code"], "no_review");
+}
