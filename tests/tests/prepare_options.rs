@@ -176,6 +176,20 @@ fn tiny_detector_runs_and_is_recorded() {
             assert!(s.meta.score >= 0.5, "{source}: {}", s.meta.score);
         }
     }
+
+    // A rerun finds every task done: its report says so instead of a speed-up of nothing.
+    let text = setup::prepare(dir.join("in"), &out)
+        .args(["--workers", "2", "--task-size", "3", "--detector", "tiny"])
+        .stdout();
+    assert!(
+        text.contains("(2 reused from an earlier run, 0 retries)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no photo was processed: every task was finished by an earlier run"),
+        "{text}"
+    );
+    assert!(!text.contains("speed-up"), "{text}");
 }
 
 #[test]

@@ -333,15 +333,19 @@ pub fn print_report(r: &PrepareReport) {
         "  wall time   {:.2} s; per task p50 {:.2} s, p95 {:.2} s; cold start {:.2} s/task",
         r.wall_s, r.task_p50_s, r.task_p95_s, r.engine_load_mean_s
     );
-    println!(
-        "  throughput  {:.2} photos/s; speed-up over one worker {:.2}× ({:.0} % of {} workers), \
-         from {:.1} s of measured task time",
-        r.throughput_img_s,
-        r.speedup_vs_one_worker,
-        100.0 * r.scaling_efficiency,
-        r.workers,
-        r.task_seconds_total
-    );
+    if r.images_this_run == 0 {
+        println!("  throughput  no photo was processed: every task was finished by an earlier run");
+    } else {
+        println!(
+            "  throughput  {:.2} photos/s; speed-up over one worker {:.2}× ({:.0} % of {} workers), \
+             from {:.1} s of measured task time",
+            r.throughput_img_s,
+            r.speedup_vs_one_worker,
+            100.0 * r.scaling_efficiency,
+            r.workers,
+            r.task_seconds_total
+        );
+    }
     if let Some(mib) = r.worker_peak_rss_mib {
         println!("  memory      {mib:.0} MiB peak per worker");
     }

@@ -102,7 +102,8 @@ impl Finished<'_> {
 
         let mut times: Vec<f64> = fresh.iter().map(|s| s.seconds).collect();
         times.sort_by(f64::total_cmp);
-        let task_seconds_total: f64 = times.iter().sum();
+        // `+ 0.0`: an empty float sum is −0.0, which would print as a speed-up of "-0.00×".
+        let task_seconds_total: f64 = times.iter().sum::<f64>() + 0.0;
         let images_this_run: u32 = fresh.iter().map(|s| s.records.len() as u32).sum();
         let speedup = if wall_s > 0.0 {
             task_seconds_total / wall_s
