@@ -1,6 +1,7 @@
 // The shared libtorch link settings (also used by app/, serving/ and tests/), plus the small
-// C++ autocast shim that only this crate needs (training/csrc/autocast.cpp): tch can switch
-// autocast on but cannot choose its dtype, and bf16 needs that.
+// C++ shim that only this crate needs (training/csrc): tch can switch autocast on but cannot
+// choose its dtype, and bf16 needs that (autocast.cpp); nor can it tell whether a tensor is
+// the sole owner of its memory, which recycling batch buffers needs (tensor.cpp).
 mod torch_link {
     include!("torch_link.rs");
 
@@ -39,6 +40,7 @@ mod torch_link {
 fn main() {
     torch_link::link();
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/tensor.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Some(lib) = torch_link::lib_dir() else {
         // torch-sys fails with its own message in this case; nothing to build against.
@@ -53,5 +55,6 @@ fn main() {
         .include(&include)
         .define("_GLIBCXX_USE_CXX11_ABI", torch_link::cxx11_abi().as_str())
         .file("csrc/autocast.cpp")
-        .compile("facepipe_autocast");
+        .file("csrc/tensor.cpp")
+        .compile("facepipe_shim");
 }

@@ -6,6 +6,9 @@
 #   scripts/bench/train.sh step     the CPU training loop at 1 and 2 threads: loader alone, no-op
 #                                   step, model step alone and full step, and which one bounds
 #                                   the run -> bench/results/train_step.json
+#   scripts/bench/train.sh step-cuda
+#                                   the same on CUDA (bf16, device augmentation, pinned batches)
+#                                   at 1, 2, 4, 8, 16 workers -> bench/results/train_step_cuda.json
 #   scripts/bench/train.sh gpu [bf16|fp16|f32]
 #                                   img/s of a training step at batch 256 (default bf16 autocast
 #                                   on the backbone, head in f32; fp16 adds loss scaling) for
@@ -27,6 +30,8 @@ if [ -z "${FACEPIPE_EXAMPLES:-}" ]; then
   cargo build --release -q -p facepipe-training --examples
 fi
 py="${PYTHON:-python3}"
+# A GPU machine has no venv: its own python3 then runs the PyTorch twin.
+[ -x "$py" ] || command -v "$py" >/dev/null || py=python3
 
 step_pair() { # arch batch steps precision -> prints a JSON object with both implementations
   local arch="$1" batch="$2" steps="$3" prec="$4" mem_log
@@ -58,6 +63,9 @@ case "$mode" in
   step)
     "$ex/step_bench" bench/results/train_step.json
     ;;
+  step-cuda)
+    "$ex/step_bench" bench/results/train_step_cuda.json cuda
+    ;;
   gpu|cpu)
     if [ "$mode" = gpu ]; then batch=256; steps=20; prec="${2:-bf16}"; else batch=32; steps=3; prec=f32; fi
     out="bench/results/train_$mode.json"
@@ -73,7 +81,7 @@ case "$mode" in
     echo "wrote $out"
     ;;
   *)
-    echo "usage: $0 loader|step|gpu|cpu" >&2
+    echo "usage: $0 loader|step|step-cuda|gpu|cpu" >&2
     exit 2
     ;;
 esac

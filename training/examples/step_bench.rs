@@ -11,8 +11,13 @@
 //! The bound is whichever of loader and model is slower; `full / bound` says how much of it
 //! the run keeps. Each figure is the median of 3 repetitions of one epoch, interleaved.
 //!
+//! With `cuda` the same four figures are taken on the first CUDA device as a GPU run trains:
+//! batch 64, bf16 autocast on the backbone, augmentation on the device, pinned batches,
+//! the loss read once per repetition (10 epochs), at 1, 2, 4, … loader workers.
+//!
 //! ```text
 //! cargo run --release -p facepipe-training --example step_bench -- bench/results/train_step.json
+//! cargo run --release -p facepipe-training --example step_bench -- bench/results/train_step_cuda.json cuda
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -29,7 +34,6 @@ use facepipe_training::trainer::{
 use tch::{Device, Kind};
 
 const REPS: usize = 3;
-const BATCH: usize = 32;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -37,23 +41,42 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    let out = args
+        .get(1)
+        .cloned()
         .unwrap_or_else(|| "bench/results/train_step.json".into());
+    let on_cuda = args.get(2).map(String::as_str) == Some("cuda");
+    anyhow::ensure!(
+        !on_cuda || tch::Cuda::is_available(),
+        "`cuda` asks for a CUDA device and libtorch sees none"
+    );
     let tmp = tempfile::tempdir()?;
     common::write_orl_dataset(tmp.path(), 1..=40, 10)?;
     let faces = FaceSet::load(tmp.path())?;
     let subset = faces.subset(&faces.counts().keys().cloned().collect::<Vec<_>>());
-    let device = Device::Cpu;
+    let (device, precision, batch, epochs_per_rep, augment_on) = if on_cuda {
+        (Device::Cuda(0), Precision::Bf16, 64, 10, AugmentOn::Device)
+    } else {
+        (Device::Cpu, Precision::F32, 32, 1, AugmentOn::Host)
+    };
+    let autocast = precision.autocast_kind(device).map(|k| (device, k));
     let cfg = TrainConfig {
         arch: Arch::Mobilefacenet,
         init: Init::Scratch,
-        precision: Precision::F32,
+        precision,
         ..TrainConfig::default()
     };
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let mut thread_counts = vec![1, 2];
+    let mut thread_counts = if on_cuda {
+        vec![1, 2, 4, 8, 16]
+    } else {
+        vec![1, 2]
+    };
     thread_counts.retain(|&t| t <= cores);
+    // The loss is read on the host once per repetition on CUDA (each read waits for the
+    // device), after every step on the CPU (where it costs nothing), as the trainer does.
+    let read_each_step = !on_cuda;
     let mut rows = Vec::new();
     for &threads in &thread_counts {
         tch::set_num_threads(threads as i32);
@@ -64,9 +87,9 @@ fn main() -> anyhow::Result<()> {
                 shuffle: true,
                 drop_last: true,
                 workers: threads,
-                augment_on: AugmentOn::Host,
+                augment_on,
                 prefetch: 2 * threads,
-                ..LoaderConfig::eval(BATCH, InputSpec::mobilefacenet(), device)
+                ..LoaderConfig::eval(batch, InputSpec::mobilefacenet(), device)
             },
         )?;
         let model = build_model(&cfg, subset.classes, &RunOptions::on(device))?;
@@ -76,44 +99,65 @@ fn main() -> anyhow::Result<()> {
             .epoch(0)
             .next()
             .ok_or_else(|| anyhow::anyhow!("no batch"))??;
-        let steps = loader.batches_per_epoch();
-        // Warm-up: the first steps allocate libtorch's buffers.
-        for _ in 0..2 {
-            train_step(&model, &mut opt, &mut stepper, None, &fixed)?;
+        let steps = loader.batches_per_epoch() * epochs_per_rep;
+        // Warm-up: the first steps allocate libtorch's buffers (and pick CUDA kernels).
+        for _ in 0..3 {
+            let s = train_step(&model, &mut opt, &mut stepper, autocast, &fixed)?;
+            s.loss.double_value(&[]);
         }
+        let epochs = |rep: u64| (0..epochs_per_rep as u64).map(move |e| 1 + rep * 100 + e);
         let mut samples: [Vec<f64>; 4] = Default::default();
         for rep in 0..REPS as u64 {
-            let epoch = 1 + rep;
             let t = Instant::now();
             let mut n = 0;
-            for b in loader.epoch(epoch) {
-                n += std::hint::black_box(b?).indices.len();
+            for epoch in epochs(rep) {
+                for b in loader.epoch(epoch) {
+                    n += std::hint::black_box(b?).indices.len();
+                }
             }
             samples[0].push(n as f64 / t.elapsed().as_secs_f64());
 
             let t = Instant::now();
             let mut n = 0;
-            for b in loader.epoch(epoch) {
-                let b = b?;
-                std::hint::black_box(b.images.sum(Kind::Float).double_value(&[]));
-                n += b.indices.len();
+            for epoch in epochs(rep) {
+                for b in loader.epoch(epoch) {
+                    let b = b?;
+                    std::hint::black_box(b.images.sum(Kind::Float).double_value(&[]));
+                    n += b.indices.len();
+                }
             }
             samples[1].push(n as f64 / t.elapsed().as_secs_f64());
 
             let t = Instant::now();
+            let mut last = None;
             for _ in 0..steps {
-                let s = train_step(&model, &mut opt, &mut stepper, None, &fixed)?;
-                std::hint::black_box(s.loss.double_value(&[]));
+                let s = train_step(&model, &mut opt, &mut stepper, autocast, &fixed)?;
+                if read_each_step {
+                    std::hint::black_box(s.loss.double_value(&[]));
+                }
+                last = Some(s.loss);
             }
-            samples[2].push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
+            if let Some(loss) = last {
+                std::hint::black_box(loss.double_value(&[]));
+            }
+            samples[2].push((steps * batch) as f64 / t.elapsed().as_secs_f64());
 
             let t = Instant::now();
             let mut n = 0;
-            for b in loader.epoch(epoch) {
-                let b = b?;
-                let s = train_step(&model, &mut opt, &mut stepper, None, &b)?;
-                std::hint::black_box(s.loss.double_value(&[]));
-                n += b.indices.len();
+            let mut last = None;
+            for epoch in epochs(rep) {
+                for b in loader.epoch(epoch) {
+                    let b = b?;
+                    let s = train_step(&model, &mut opt, &mut stepper, autocast, &b)?;
+                    if read_each_step {
+                        std::hint::black_box(s.loss.double_value(&[]));
+                    }
+                    last = Some(s.loss);
+                    n += b.indices.len();
+                }
+            }
+            if let Some(loss) = last {
+                std::hint::black_box(loss.double_value(&[]));
             }
             samples[3].push(n as f64 / t.elapsed().as_secs_f64());
         }
@@ -138,11 +182,14 @@ fn main() -> anyhow::Result<()> {
         }));
     }
     let report = serde_json::json!({
-        "bench": "CPU training loop: loader alone, no-op step, model step alone and the full step",
-        "command": "scripts/bench/train.sh step",
+        "bench": "training loop: loader alone, no-op step, model step alone and the full step",
+        "command": if on_cuda { "scripts/bench/train.sh step-cuda" } else { "scripts/bench/train.sh step" },
+        "device": format!("{device:?}"),
         "arch": cfg.arch.name(),
-        "precision": "f32",
-        "batch": BATCH,
+        "precision": format!("{precision:?}").to_lowercase(),
+        "augment_on": augment_on,
+        "batch": batch,
+        "epochs_per_repetition": epochs_per_rep,
         "images": subset.len(),
         "repetitions": REPS,
         "statistic": "median",

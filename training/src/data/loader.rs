@@ -5,7 +5,8 @@
 //!
 //! Each worker makes whole batches (batch `k` is worker `k mod W`'s), written straight into
 //! the tensor it hands over, with its own reused JPEG decoder: no fork-join per batch, no
-//! allocation per crop, nothing shared between workers but the read-only subset. Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
+//! allocation per crop, nothing shared between workers but the read-only subset and the
+//! buffers of batches the consumer has let go ([`super::recycle`]). Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
 //! the finished `f32` batch; on the device, it only decodes, and the `u8` crops are augmented
 //! on the training device after the copy. On CUDA the host tensors are pinned and copied
 //! without blocking. The pixels never depend on the worker count: every image's draw is
@@ -20,6 +21,7 @@ use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use super::decode::{self, CropDecoder};
+use super::recycle::Spares;
 use super::Subset;
 use crate::augment::{augment_batch, render, AugmentConfig, Draw, InputSpec};
 use crate::error::{Error, Result};
@@ -130,23 +132,37 @@ enum HostImages {
     Decoded { pixels: Tensor, draws: Vec<Draw> },
 }
 
-/// A new CPU tensor of `shape` whose elements `fill` writes in place: the batch is made where
-/// it will live, with no staging buffer to copy from. The memory is cleared here, on the
+/// A CPU tensor of `shape` whose elements `fill` writes in place: the batch is made where it
+/// will live, with no staging buffer to copy from. It is a buffer handed back from an earlier
+/// batch when `spares` has one of this shape, else a new tensor, cleared here on the
 /// worker's own thread: a libtorch fill would run on libtorch's thread pool, and every
 /// worker entering that pool at once oversubscribes the cores.
 #[allow(unsafe_code)]
 fn filled_tensor<T: tch::kind::Element>(
     shape: &[i64],
+    spares: Option<&Spares>,
     fill: impl FnOnce(&mut [T]) -> Result<()>,
 ) -> Result<Tensor> {
-    let t = Tensor::f_empty(shape, (T::KIND, Device::Cpu))?;
+    let reused = spares
+        .and_then(|s| s.take(shape, T::KIND))
+        .filter(Tensor::is_contiguous);
+    let fresh = reused.is_none();
+    let t = match reused {
+        Some(t) => t,
+        None => Tensor::f_empty(shape, (T::KIND, Device::Cpu))?,
+    };
     let len = t.numel();
     let ptr = t.data_ptr().cast::<T>();
-    // SAFETY: `t` is a new contiguous CPU tensor holding `len` elements of T's kind (a plain
-    // number type, for which all-zero bytes are a valid value), referred to by nothing else:
-    // zeroing makes every element initialised, and the slice lives only while `fill` runs.
+    // SAFETY: `t` is a contiguous CPU tensor holding `len` elements of T's kind (a plain
+    // number type, for which all-zero bytes are a valid value), and the only handle on its
+    // memory: either new, or a spare, which the pool takes back only once it is the sole
+    // owner (no other tensor, view or autograd record) and never hands out twice. A new
+    // tensor is zeroed, a spare holds the earlier batch's numbers: either way every element
+    // is initialised, and the slice lives only while `fill` runs.
     let data = unsafe {
-        std::ptr::write_bytes(ptr, 0, len);
+        if fresh {
+            std::ptr::write_bytes(ptr, 0, len);
+        }
         std::slice::from_raw_parts_mut(ptr, len)
     };
     fill(data)?;
@@ -180,6 +196,9 @@ fn keep_batch_memory() {
 pub struct Loader {
     subset: Subset,
     cfg: LoaderConfig,
+    /// Batch buffers the consumer let go, for the workers to write the next batches into
+    /// (CPU batches augmented on the host; see [`super::recycle`]).
+    spares: Spares,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -206,7 +225,25 @@ impl Loader {
                 )));
             }
         }
-        Ok(Self { subset, cfg })
+        // Every batch that can be alive at once: each worker's queue and the one it is
+        // making, and the one or two the consumer holds.
+        let workers = cfg.workers;
+        let in_flight = workers * (Self::queue_depth(&cfg, workers) + 1) + 2;
+        Ok(Self {
+            subset,
+            cfg,
+            spares: Spares::new(in_flight),
+        })
+    }
+
+    /// Ready batches each of `workers` workers may queue: the prefetch spread over them.
+    fn queue_depth(cfg: &LoaderConfig, workers: usize) -> usize {
+        cfg.prefetch.div_ceil(workers).max(1)
+    }
+
+    /// Whether served batches come back as buffers: CPU batches augmented on the host.
+    fn recycles(&self) -> bool {
+        self.cfg.device == Device::Cpu && self.cfg.augment_on == AugmentOn::Host
     }
 
     pub fn subset(&self) -> &Subset {
@@ -215,6 +252,11 @@ impl Loader {
 
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
+    }
+
+    /// Batches made so far in the buffer of a batch the consumer had dropped.
+    pub fn buffers_reused(&self) -> usize {
+        self.spares.reused()
     }
 
     /// Batches one epoch yields.
@@ -306,7 +348,8 @@ impl Loader {
             AugmentOn::Host => {
                 let len = self.cfg.input.chw_len();
                 let s = i64::from(self.cfg.input.size);
-                let images = filled_tensor::<f32>(&[n, 3, s, s], |out| {
+                let spares = self.recycles().then_some(&self.spares);
+                let images = filled_tensor::<f32>(&[n, 3, s, s], spares, |out| {
                     for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
                         let item = &self.subset.items[i];
                         let img = decoder.decode(&item.jpeg, &item.key)?;
@@ -323,7 +366,7 @@ impl Loader {
                 let (w, h) = decode::dimensions(&first.jpeg, &first.key)?;
                 let len = (w * h * 3) as usize;
                 let shape = [n, i64::from(h), i64::from(w), 3];
-                let pixels = filled_tensor::<u8>(&shape, |out| {
+                let pixels = filled_tensor::<u8>(&shape, None, |out| {
                     for (&i, out) in indices.iter().zip(out.chunks_exact_mut(len)) {
                         let item = &self.subset.items[i];
                         let img = decoder.decode(&item.jpeg, &item.key)?;
@@ -374,8 +417,7 @@ impl Loader {
         let chunks = self.chunks(epoch);
         let total = chunks.len();
         let workers = self.cfg.workers.clamp(1, total.max(1));
-        // Queue depth per worker: the prefetch spread over the workers, at least one each.
-        let depth = self.cfg.prefetch.div_ceil(workers).max(1);
+        let depth = Self::queue_depth(&self.cfg, workers);
         let mut own: Vec<Vec<Vec<usize>>> = vec![Vec::new(); workers];
         for (k, c) in chunks.into_iter().enumerate() {
             own[k % workers].push(c);
@@ -395,6 +437,7 @@ impl Loader {
             total,
             device: self.cfg.device,
             input: self.cfg.input.clone(),
+            spares: self.recycles().then(|| self.spares.clone()),
         }
     }
 
@@ -420,6 +463,8 @@ pub struct Prefetch {
     total: usize,
     device: Device,
     input: InputSpec,
+    /// Where served batches go back once the consumer drops them (`None`: not recycled).
+    spares: Option<Spares>,
 }
 
 impl Prefetch {
@@ -453,10 +498,18 @@ impl Iterator for Prefetch {
         if self.next >= self.total {
             return None;
         }
+        if let Some(spares) = &self.spares {
+            // The batch served last has usually been dropped by now: its buffer goes back.
+            spares.reclaim();
+        }
         // Batch k is worker k mod W's, so taking them round-robin keeps the epoch's order.
         let b = self.rxs[self.next % self.rxs.len()].recv().ok()?;
         self.next += 1;
-        Some(b.and_then(|b| self.to_device(b)))
+        let batch = b.and_then(|b| self.to_device(b));
+        if let (Some(spares), Ok(batch)) = (&self.spares, &batch) {
+            spares.lend(&batch.images);
+        }
+        Some(batch)
     }
 }
 
@@ -467,12 +520,81 @@ impl Drop for Prefetch {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
+        // The next epoch's workers start with the buffers given back by then.
+        if let Some(spares) = &self.spares {
+            spares.reclaim();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::FaceItem;
+
+    /// `n` distinct 150 px JPEG crops of `n / 2` people.
+    fn synthetic_subset(n: usize) -> Subset {
+        let items: Vec<FaceItem> = (0..n)
+            .map(|i| {
+                let img = image::RgbImage::from_fn(150, 150, |x, y| {
+                    image::Rgb([(x + 7 * i as u32) as u8, (y * 2) as u8, (i * 31) as u8])
+                });
+                let mut jpeg = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+                    .encode_image(&img)
+                    .unwrap();
+                FaceItem {
+                    key: format!("k{i}"),
+                    identity: format!("p{}", i / 2),
+                    jpeg: jpeg.into(),
+                }
+            })
+            .collect();
+        Subset {
+            labels: std::sync::Arc::new((0..n).map(|i| (i / 2) as i64).collect()),
+            classes: n.div_ceil(2),
+            items: std::sync::Arc::new(items),
+        }
+    }
+
+    #[test]
+    fn dropped_batches_are_written_again_and_kept_ones_never_are() {
+        let cfg = LoaderConfig {
+            batch: 4,
+            input: InputSpec::pretrained_resnet(),
+            augment: Some(AugmentConfig::default()),
+            balanced: None,
+            shuffle: true,
+            drop_last: true,
+            seed: 3,
+            prefetch: 2,
+            device: Device::Cpu,
+            workers: 2,
+            augment_on: AugmentOn::Host,
+        };
+        let loader = Loader::new(synthetic_subset(24), cfg).unwrap();
+        // Epoch 1 with every batch kept: nothing can come back while they are held.
+        let kept: Vec<Batch> = loader.epoch(1).collect::<Result<_>>().unwrap();
+        assert_eq!(kept.len(), 6);
+        assert_eq!(loader.buffers_reused(), 0);
+        let copies: Vec<Tensor> = kept.iter().map(|b| b.images.copy()).collect();
+        // Epochs 2 and 1 again, each batch dropped as a training loop drops it.
+        for b in loader.epoch(2) {
+            drop(b.unwrap());
+        }
+        for (k, b) in loader.epoch(1).enumerate() {
+            let b = b.unwrap();
+            assert!(b.images.equal(&copies[k]), "batch {k} of epoch 1 changed");
+        }
+        assert!(
+            loader.buffers_reused() >= 6,
+            "only {} batches reused a buffer",
+            loader.buffers_reused()
+        );
+        for (k, (b, c)) in kept.iter().zip(&copies).enumerate() {
+            assert!(b.images.equal(c), "kept batch {k} was written over");
+        }
+    }
 
     #[test]
     fn augment_place_parses_and_defaults_by_device() {
@@ -487,7 +609,7 @@ mod tests {
 
     #[test]
     fn filled_tensor_holds_what_was_written() {
-        let t = filled_tensor::<f32>(&[2, 3], |out| {
+        let t = filled_tensor::<f32>(&[2, 3], None, |out| {
             for (i, x) in out.iter_mut().enumerate() {
                 *x = i as f32;
             }
@@ -499,7 +621,7 @@ mod tests {
             [0., 1., 2., 3., 4., 5.]
         );
         assert_eq!(t.size(), [2, 3]);
-        let failed = filled_tensor::<u8>(&[4], |_| Err(Error::Invalid("bad crop".into())));
+        let failed = filled_tensor::<u8>(&[4], None, |_| Err(Error::Invalid("bad crop".into())));
         assert!(failed.is_err());
     }
 }

@@ -9,9 +9,11 @@
 //!   CPU runs, augment) whole batches into a bounded queue; on CUDA, pinned batches copied
 //!   without blocking and augmented on the device.
 //! - [`decode`]: JPEG crops decoded into a buffer the worker reuses.
+//! - [`recycle`]: the buffers of batches the consumer has dropped, written into again.
 
 pub mod decode;
 pub mod loader;
+pub mod recycle;
 pub mod split;
 
 use std::collections::BTreeMap;
