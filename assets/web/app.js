@@ -225,17 +225,23 @@ function listFaces() {
   });
 }
 
-function enrollForm(face, i) {
-  const form = document.createElement("form");
-  form.className = "enroll-form";
+// A text field for a person's name (the service allows up to 200 characters).
+function nameInput(className, label) {
   const input = document.createElement("input");
   input.type = "text";
-  input.className = "enroll-name";
+  input.className = className;
   input.placeholder = "name";
   input.required = true;
   input.maxLength = 200;
   input.autocomplete = "off";
-  input.setAttribute("aria-label", `Name to enroll face ${i + 1} under`);
+  input.setAttribute("aria-label", label);
+  return input;
+}
+
+function enrollForm(face, i) {
+  const form = document.createElement("form");
+  form.className = "enroll-form";
+  const input = nameInput("enroll-name", `Name to enroll face ${i + 1} under`);
   const button = document.createElement("button");
   button.type = "submit";
   button.className = "enroll";
@@ -586,15 +592,8 @@ function groupSection(g, number, draft) {
 
   const form = document.createElement("form");
   form.className = "group-actions";
-  const input = document.createElement("input");
-  input.type = "text";
-  input.className = "group-name";
-  input.placeholder = "name";
-  input.required = true;
-  input.maxLength = 200;
-  input.autocomplete = "off";
+  const input = nameInput("group-name", `Name of group ${number}`);
   input.value = draft !== undefined ? draft : g.name || "";
-  input.setAttribute("aria-label", `Name of group ${number}`);
   const name = document.createElement("button");
   name.type = "submit";
   name.className = "name";

@@ -5,46 +5,18 @@
 //   node tests/web/page.cjs URL PHOTO SCREENSHOT_DIR
 "use strict";
 const fs = require("fs");
-const os = require("os");
 const path = require("path");
-
-const cache = process.env.FACEPIPE_CACHE || path.join(os.homedir(), ".cache", "facepipe");
-let playwright;
-try {
-  playwright = require(path.join(cache, "node", "node_modules", "playwright-core"));
-} catch (e) {
-  console.error("playwright-core is not installed: run scripts/setup.sh --browser");
-  process.exit(2);
-}
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!fs.existsSync(chromium)) {
-  console.error(`Chromium is not at ${chromium}: run scripts/setup.sh --browser or set CHROMIUM`);
-  process.exit(2);
-}
+const { launch, watchOutside } = require("./browser.cjs");
 
 async function main() {
   const [url, photo, shots] = process.argv.slice(2);
   if (!url || !photo || !shots) throw new Error("usage: page.cjs URL PHOTO SCREENSHOT_DIR");
   fs.mkdirSync(shots, { recursive: true });
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "facepipe-chromium-"));
-  const context = await playwright.chromium.launchPersistentContext(profile, {
-    executablePath: chromium,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    viewport: { width: 1280, height: 900 },
-  });
+  const { context, close } = await launch();
   const outside = [];
   try {
     const page = await context.newPage();
-    // Every request must go to facepipe itself (no CDN, no fonts from elsewhere).
-    page.on("request", (r) => {
-      if (!r.url().startsWith(url) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) {
-        outside.push(r.url());
-      }
-    });
+    watchOutside(page, url, outside);
     await page.goto(url);
     await page.setInputFiles("#file", photo);
     await page.waitForSelector("#boxes .box", { timeout: 180000 });
@@ -79,8 +51,7 @@ async function main() {
     await page.screenshot({ path: path.join(shots, "web-error.png"), fullPage: true });
     console.log(JSON.stringify({ boxes, photo: photoBox, phone, phoneBoxes, error, resultHidden, outside }));
   } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 }
 

@@ -9,22 +9,8 @@
 //            "enroll": {"photo", "face": INDEX, "as"}, "check": {"group", "face"}}
 "use strict";
 const fs = require("fs");
-const os = require("os");
 const path = require("path");
-
-const cache = process.env.FACEPIPE_CACHE || path.join(os.homedir(), ".cache", "facepipe");
-let playwright;
-try {
-  playwright = require(path.join(cache, "node", "node_modules", "playwright-core"));
-} catch (e) {
-  console.error("playwright-core is not installed: run scripts/setup.sh --browser");
-  process.exit(2);
-}
-const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!fs.existsSync(chromium)) {
-  console.error(`Chromium is not at ${chromium}: run scripts/setup.sh --browser or set CHROMIUM`);
-  process.exit(2);
-}
+const { launch, watchOutside } = require("./browser.cjs");
 
 // A debug build on a busy 2-core machine: identify and name can take minutes.
 const SLOW = 180000;
@@ -155,26 +141,12 @@ async function main() {
   }
   const plan = JSON.parse(fs.readFileSync(planFile, "utf8"));
   fs.mkdirSync(shots, { recursive: true });
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "facepipe-chromium-"));
-  const context = await playwright.chromium.launchPersistentContext(profile, {
-    executablePath: chromium,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    viewport: { width: 1280, height: 900 },
-  });
+  const { context, close } = await launch();
   const outside = [];
   const seen = { groups_seen: null, thumbnails_loaded: null };
   try {
     const page = await context.newPage();
-    // Every request must go to facepipe itself (no CDN, no fonts from elsewhere).
-    page.on("request", (r) => {
-      if (!r.url().startsWith(url) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) {
-        outside.push(r.url());
-      }
-    });
+    watchOutside(page, url, outside);
     page.on("console", (m) => {
       if (m.type() === "error") console.error("page console error:", m.text());
     });
@@ -273,8 +245,7 @@ async function main() {
     seen.outside = outside;
     console.log(JSON.stringify(seen));
   } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 }
 
