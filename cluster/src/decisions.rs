@@ -67,12 +67,23 @@ pub struct Merge {
 }
 
 impl Decisions {
-    /// The reviewer named `group`: all its members are `name`.
+    /// The reviewer named `group`: all its members are `name`. Naming again under the same
+    /// name (the group grew, or the button was pressed twice) adds only the new faces to
+    /// that name's entry, so the file records each face once.
     pub fn name_group(&mut self, group: &Group, name: &str) {
-        self.named.push(Naming {
-            faces: group.members.clone(),
-            name: name.to_owned(),
-        });
+        match self.named.iter_mut().find(|n| n.name == name) {
+            Some(naming) => {
+                for face in &group.members {
+                    if !naming.faces.contains(face) {
+                        naming.faces.push(face.clone());
+                    }
+                }
+            }
+            None => self.named.push(Naming {
+                faces: group.members.clone(),
+                name: name.to_owned(),
+            }),
+        }
     }
 
     /// The reviewer merged groups: their members are one person. Merging two differently
@@ -132,6 +143,20 @@ mod tests {
             representative: key.into(),
             suggested_name: name.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn naming_again_under_a_name_adds_only_the_new_faces() {
+        let mut d = Decisions::default();
+        d.name_group(&group("a", &["a", "b"], None), "Ann");
+        d.name_group(&group("a", &["a", "b"], Some("Ann")), "Ann");
+        assert_eq!(d.named.len(), 1, "{:?}", d.named);
+        assert_eq!(d.named[0].faces, ["a", "b"]);
+        d.name_group(&group("a", &["a", "b", "c"], Some("Ann")), "Ann");
+        d.name_group(&group("x", &["x"], None), "Bob");
+        assert_eq!(d.named.len(), 2);
+        assert_eq!(d.named[0].faces, ["a", "b", "c"]);
+        assert_eq!(d.named[1].faces, ["x"]);
     }
 
     #[test]
