@@ -14,7 +14,7 @@
 //! # Ok::<(), facepipe_training::Error>(())
 //! ```
 
-// The one place the crate calls C: four shim functions taking and returning plain ints.
+// Calls into the C++ shim (training/csrc): four functions taking and returning plain ints.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;

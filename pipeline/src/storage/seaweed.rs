@@ -96,7 +96,14 @@ impl SeaweedFs {
             loop {
                 let ready = rt.block_on(async {
                     let store = super::open_str(&location, &options).await?;
-                    store.check().await
+                    store.check().await?;
+                    // HEAD on the bucket can succeed before the gateway serves objects in it
+                    // (seen under load: a GET right after said NoSuchBucket). Ready means a
+                    // GET of a missing key is a plain miss.
+                    match store.get(".facepipe-ready-probe").await {
+                        Ok(_) | Err(crate::Error::NotFound(_)) => Ok(()),
+                        Err(e) => Err(e),
+                    }
                 });
                 match ready {
                     Ok(()) => return Ok(()),

@@ -6,9 +6,11 @@
 //! Each worker makes whole batches (batch `k` is worker `k mod W`'s), written straight into
 //! the tensor it hands over, with its own reused JPEG decoder: no fork-join per batch, no
 //! allocation per crop, nothing shared between workers but the read-only subset and the
-//! buffers of batches the consumer has let go ([`super::recycle`]). Where augmentation runs is [`AugmentOn`]: on the host, a worker renders
-//! the finished `f32` batch; on the device, it only decodes, and the `u8` crops are augmented
-//! on the training device after the copy. On CUDA the host tensors are pinned and copied
+//! buffers of batches the consumer has let go ([`super::recycle`]).
+//!
+//! Where augmentation runs is [`AugmentOn`]: on the host, a worker renders the finished
+//! `f32` batch; on the device, it only decodes, and the `u8` crops are augmented on the
+//! training device after the copy. On CUDA the host tensors are pinned and copied
 //! without blocking. The pixels never depend on the worker count: every image's draw is
 //! seeded by (seed, epoch, sample).
 
