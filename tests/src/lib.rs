@@ -33,6 +33,6 @@ pub mod setup;
 
 pub use command::{CommandOutput, TestCommand};
 pub use dir::{files_under, Dir};
-pub use paths::{facepipe_bin, fixtures, sample_data, workspace_root};
+pub use paths::{facepipe_bin, fixtures, person_photos, sample_data, workspace_root};
 pub use process::{free_port, wait_for_port, ProcessGroup};
 pub use serve::{serve_command, Server};

@@ -25,6 +25,19 @@ pub fn sample_data() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("assets").join("sample"))
 }
 
+/// The photos of one sample person (`assets/sample/people/NAME/`), in name order.
+///
+/// # Panics
+/// If the folder cannot be read: the sample data is committed, so that is a broken checkout.
+pub fn person_photos(name: &str) -> Vec<PathBuf> {
+    let dir = sample_data().join("people").join(name);
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    photos.sort();
+    photos
+}
+
 /// The `facepipe` binary built next to the test binaries.
 pub fn facepipe_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();

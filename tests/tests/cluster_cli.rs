@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use facepipe_tests::{sample_data, setup, Dir, TestCommand};
+use facepipe_tests::{person_photos, sample_data, setup, Dir, TestCommand};
 use serde_json::Value;
 
 /// Group of each face id, and the group objects.
@@ -42,15 +42,10 @@ fn an_unlabelled_pile_becomes_named_groups_and_a_decision_sticks() {
 
     // The pile: no folder names anyone. Obama ×5, Biden ×2, Kit Harington ×2, Rose
     // Leslie ×2 as numbered files (some nested), plus the scenes.
-    let people = sample_data().join("people");
     let mut truth: HashMap<String, &str> = HashMap::new();
     let mut n = 0;
     for person in ["Barack_Obama", "Joe_Biden", "Kit_Harington", "Rose_Leslie"] {
-        let mut photos: Vec<_> = std::fs::read_dir(people.join(person))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
+        let photos = person_photos(person);
         for p in photos {
             n += 1;
             let key = format!("{}/{n:03}.jpg", if n % 2 == 0 { "a/b" } else { "c" });

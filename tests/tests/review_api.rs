@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use facepipe_tests::{sample_data, serve_command, setup, Dir, Server, TestCommand};
+use facepipe_tests::{person_photos, sample_data, serve_command, setup, Dir, Server, TestCommand};
 use reqwest::blocking::{multipart, Client};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -115,15 +115,10 @@ fn review_actions_publish_and_record_and_enroll_picks_a_face_by_its_box() {
     let dir = Dir::new();
     let registry = dir.join("registry");
     setup::deploy_gallery(&registry).stdout();
-    let people = sample_data().join("people");
     let mut photos_of: HashMap<&str, Vec<String>> = HashMap::new();
     let mut n = 0;
     for person in ["John_Salley", "John_Schneider"] {
-        let mut photos: Vec<_> = std::fs::read_dir(people.join(person))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
+        let photos = person_photos(person);
         for p in photos.into_iter().take(6) {
             n += 1;
             let key = format!("{n:03}.jpg");

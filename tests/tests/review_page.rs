@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use facepipe_pipeline::test_support::{require, Component};
-use facepipe_tests::{sample_data, serve_command, setup, workspace_root, Dir, Server, TestCommand};
+use facepipe_tests::{
+    person_photos, sample_data, serve_command, setup, workspace_root, Dir, Server, TestCommand,
+};
 use serde_json::{json, Value};
 
 const KEY: &str = "review-test-key";
@@ -109,16 +111,11 @@ fn a_group_named_in_the_page_identifies_its_person_and_a_removed_face_stays_out(
 
     // The pile: 9 photos each of John Salley and John Simm under numbered names, Obama and
     // Biden together, and the dogs. Salley's other two photos are held out.
-    let people = sample_data().join("people");
     let mut photos_of: HashMap<&str, Vec<String>> = HashMap::new();
     let mut held_out = Vec::new();
     let mut n = 0;
     for person in ["John_Salley", "John_Simm"] {
-        let mut photos: Vec<_> = std::fs::read_dir(people.join(person))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
+        let photos = person_photos(person);
         for (i, p) in photos.into_iter().enumerate() {
             if i >= 9 {
                 held_out.push(p);
