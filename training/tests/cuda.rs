@@ -98,22 +98,6 @@ fn the_fp16_loss_scaler_skips_an_overflowing_step_on_cuda() {
 /// the control below (optimiser state dropped) must differ by far more than this.
 const CUDA_RESUME_TOLERANCE: f64 = 1e-4;
 
-fn max_abs_diff(a: &Path, b: &Path) -> f64 {
-    let read = |p: &Path| -> std::collections::HashMap<String, Tensor> {
-        Tensor::read_safetensors(p).unwrap().into_iter().collect()
-    };
-    let (a, b) = (read(a), read(b));
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .map(|(name, t)| {
-            (t.to_kind(Kind::Double) - b[name].to_kind(Kind::Double))
-                .abs()
-                .max()
-                .double_value(&[])
-        })
-        .fold(0.0, f64::max)
-}
-
 #[test]
 #[ignore = "needs a CUDA device: cargo test -p facepipe-training --test cuda -- --ignored"]
 fn a_run_stopped_and_resumed_on_cuda_ends_with_the_uninterrupted_weights() {
@@ -168,7 +152,7 @@ fn a_run_stopped_and_resumed_on_cuda_ends_with_the_uninterrupted_weights() {
             "{name}: the loss scale continues"
         );
         let last = |dir: &Path| dir.join(trainer::CHECKPOINT_DIR).join("last.safetensors");
-        let diff = max_abs_diff(&last(&straight), &last(&split));
+        let diff = common::max_abs_diff(&last(&straight), &last(&split)).unwrap();
         assert!(
             diff <= CUDA_RESUME_TOLERANCE,
             "{name}: resumed weights differ from the uninterrupted run by {diff}"
@@ -184,7 +168,7 @@ fn a_run_stopped_and_resumed_on_cuda_ends_with_the_uninterrupted_weights() {
         )
         .unwrap();
         trainer::train(&data, &stateless, &cfg, &resume).unwrap();
-        let control = max_abs_diff(&last(&straight), &last(&stateless));
+        let control = common::max_abs_diff(&last(&straight), &last(&stateless)).unwrap();
         assert!(
             control > 10.0 * CUDA_RESUME_TOLERANCE,
             "{name}: dropping the optimiser state changed the weights by only {control}"

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use facepipe_model::{DistanceKind, Embedder, InputSpec};
@@ -348,27 +347,6 @@ fn small_scratch_config(optimizer: OptimizerKind, epochs: usize) -> TrainConfig 
     }
 }
 
-fn weights(path: &Path) -> Result<HashMap<String, tch::Tensor>, tch::TchError> {
-    Ok(tch::Tensor::read_safetensors(path)?.into_iter().collect())
-}
-
-/// Largest |a − b| over every tensor of two safetensors files with the same names.
-fn max_abs_diff(a: &Path, b: &Path) -> Result<f64, tch::TchError> {
-    let (a, b) = (weights(a)?, weights(b)?);
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f64;
-    for (name, t) in &a {
-        let u = &b[name];
-        assert_eq!(t.size(), u.size(), "{name}");
-        let d = (t.to_kind(tch::Kind::Double) - u.to_kind(tch::Kind::Double))
-            .abs()
-            .max()
-            .double_value(&[]);
-        worst = worst.max(d);
-    }
-    Ok(worst)
-}
-
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -429,7 +407,7 @@ fn a_stopped_and_resumed_run_ends_with_the_uninterrupted_weights() {
         assert_eq!(resumed.state.completed_epochs, 3);
         assert_eq!(resumed.state.global_step, full.state.global_step);
         let last = |dir: &Path| dir.join(trainer::CHECKPOINT_DIR).join("last.safetensors");
-        let diff = max_abs_diff(&last(&straight), &last(&split)).unwrap();
+        let diff = common::max_abs_diff(&last(&straight), &last(&split)).unwrap();
         assert!(
             diff <= RESUME_TOLERANCE,
             "{name}: resumed weights differ from the uninterrupted run by {diff}"
@@ -438,7 +416,7 @@ fn a_stopped_and_resumed_run_ends_with_the_uninterrupted_weights() {
             dir.join(trainer::CHECKPOINT_DIR)
                 .join("optimizer.safetensors")
         };
-        let opt_diff = max_abs_diff(&opt(&straight), &opt(&split)).unwrap();
+        let opt_diff = common::max_abs_diff(&opt(&straight), &opt(&split)).unwrap();
         assert!(
             opt_diff <= RESUME_TOLERANCE,
             "{name}: optimiser state {opt_diff}"
@@ -457,7 +435,7 @@ fn a_stopped_and_resumed_run_ends_with_the_uninterrupted_weights() {
         // the comparison above can fail.
         let restarted = trainer::train(&data, &stateless, &cfg, &resume).unwrap();
         assert_eq!(restarted.state.completed_epochs, 3);
-        let control = max_abs_diff(&last(&straight), &last(&stateless)).unwrap();
+        let control = common::max_abs_diff(&last(&straight), &last(&stateless)).unwrap();
         assert!(
             control > 1e-4,
             "{name}: dropping the optimiser state changed the weights by only {control}"

@@ -4,6 +4,7 @@
 //! experiment exercise the same loader path as a dataset written by `facepipe prepare`.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use facepipe_pipeline::align::Alignment;
@@ -110,4 +111,27 @@ pub fn write_orl_dataset(
     };
     std::fs::write(out.join(MANIFEST_FILE), manifest.to_json()?)?;
     Ok(manifest)
+}
+
+/// Every tensor of a safetensors file, by name.
+fn weights(path: &Path) -> Result<HashMap<String, tch::Tensor>, tch::TchError> {
+    Ok(tch::Tensor::read_safetensors(path)?.into_iter().collect())
+}
+
+/// Largest |a − b| over every tensor of two safetensors files with the same names (how far
+/// apart two checkpoints are).
+pub fn max_abs_diff(a: &Path, b: &Path) -> Result<f64, tch::TchError> {
+    let (a, b) = (weights(a)?, weights(b)?);
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for (name, t) in &a {
+        let u = &b[name];
+        assert_eq!(t.size(), u.size(), "{name}");
+        let d = (t.to_kind(tch::Kind::Double) - u.to_kind(tch::Kind::Double))
+            .abs()
+            .max()
+            .double_value(&[]);
+        worst = worst.max(d);
+    }
+    Ok(worst)
 }
